@@ -1,0 +1,77 @@
+"""Layers of NatSR, written with get_variable + tf.nn so that the variable names
+equal the original release's (`<scope>/conv2d/kernel`, `<scope>/conv2d/bias`)."""
+import tensorflow.compat.v1 as tf
+
+
+def he_init():
+    """TF1 contrib.layers.variance_scaling_initializer(): He, fan-in, truncated normal."""
+    return tf.variance_scaling_initializer(2.0, 'fan_in', 'truncated_normal')
+
+
+def glorot_init():
+    """TF1 contrib.layers.xavier_initializer(): Glorot uniform."""
+    return tf.glorot_uniform_initializer()
+
+
+def activate(x, act):
+    if act is None:
+        return x
+    if act == 'relu':
+        return tf.nn.relu(x)
+    if act == 'lrelu':
+        return tf.nn.leaky_relu(x, 0.2)
+    raise ValueError('unknown activation %r' % (act,))
+
+
+def conv2d(x, filters, kernel_size=3, strides=1, act=None, name='conv', init=None):
+    """Stride-`strides` SAME convolution with bias, then `act` (None, 'relu', 'lrelu').
+
+    Variables: `<name>/conv2d/kernel` [k, k, in, filters] and `<name>/conv2d/bias`.
+    A convolution followed by ReLU / LeakyReLU starts from He init, any other from Glorot.
+    """
+    if init is None:
+        init = he_init() if act else glorot_init()
+    in_ch = x.get_shape().as_list()[-1]
+    with tf.variable_scope(name), tf.variable_scope('conv2d'):
+        kernel = tf.get_variable('kernel', [kernel_size, kernel_size, in_ch, filters], initializer=init)
+        bias = tf.get_variable('bias', [filters], initializer=tf.zeros_initializer())
+        y = tf.nn.bias_add(tf.nn.conv2d(x, kernel, [1, strides, strides, 1], 'SAME'), bias)
+    return activate(y, act)
+
+
+def max_pool(x):
+    """2x2 max-pool, stride 2, VALID (tf.layers.max_pooling2d(x, 2, 2))."""
+    return tf.nn.max_pool2d(x, 2, 2, 'VALID')
+
+
+def l2_normalize(v, eps=1e-12):
+    return v / (tf.sqrt(tf.reduce_sum(tf.square(v))) + eps)
+
+
+def spectral_norm(kernel):
+    """Kernel divided by its largest singular value, estimated by one power iteration.
+
+    The estimate `u` [1, out] is a non-trainable variable, updated in place every time
+    the normalised kernel is evaluated (Miyato et al. 2018; u and v are constants for
+    the gradient).
+    """
+    shape = kernel.get_shape().as_list()
+    w = tf.reshape(kernel, [-1, shape[-1]])
+    u = tf.get_variable('u', [1, shape[-1]], initializer=tf.truncated_normal_initializer(),
+                        trainable=False)
+    v_hat = tf.stop_gradient(l2_normalize(tf.matmul(u, w, transpose_b=True)))
+    u_hat = tf.stop_gradient(l2_normalize(tf.matmul(v_hat, w)))
+    sigma = tf.matmul(tf.matmul(v_hat, w), u_hat, transpose_b=True)
+    with tf.control_dependencies([u.assign(u_hat)]):
+        w_sn = tf.reshape(w / sigma, shape)
+    return w_sn
+
+
+def conv2d_sn(x, filters, kernel_size=3, strides=1, act=None, name='conv'):
+    """Spectral-normalised convolution: variables `<name>/kernel` (He), `<name>/bias`, `<name>/u`."""
+    in_ch = x.get_shape().as_list()[-1]
+    with tf.variable_scope(name):
+        kernel = tf.get_variable('kernel', [kernel_size, kernel_size, in_ch, filters], initializer=he_init())
+        bias = tf.get_variable('bias', [filters], initializer=tf.zeros_initializer())
+        y = tf.nn.bias_add(tf.nn.conv2d(x, spectral_norm(kernel), [1, strides, strides, 1], 'SAME'), bias)
+    return activate(y, act)
