@@ -2,6 +2,8 @@
 equal the original release's (`<scope>/conv2d/kernel`, `<scope>/conv2d/bias`)."""
 import tensorflow.compat.v1 as tf
 
+tf.disable_v2_behavior()  # graph mode: placeholders, sessions, collections
+
 
 def he_init():
     """TF1 contrib.layers.variance_scaling_initializer(): He, fan-in, truncated normal."""

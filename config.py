@@ -1,0 +1,23 @@
+"""Training constants of FRSR and NatSR (the paper's values). Every constant can be
+overridden on the command line of main.py by a flag of the same name in lower case,
+e.g. --batch_size 16 --patch_size 96."""
+
+MODEL = 'NatSR'              # 'NatSR' (fine-tuning with NMD + RaGAN) or 'FRSR' (L1 only)
+SCALE = 4
+PATCH_SIZE = 48 * SCALE      # HR patch side; the LR patch is PATCH_SIZE // SCALE
+BATCH_SIZE = 32
+LEARNING_RATE = 2e-4
+BETA1 = 0.9
+LR_DECAY_STEPS = 100000      # x LR_DECAY_RATE every LR_DECAY_STEPS iterations (staircase) ...
+LR_DECAY_RATE = 0.1
+LR_MIN = 1e-4                # ... never below LR_MIN
+NAT_WEIGHT = 1e-3            # L = L_recon + NAT_WEIGHT * L_nat + GAN_WEIGHT * L_G
+GAN_WEIGHT = 1e-3
+MAX_STEPS = 1000000
+SUMMARY_INTERVAL = 1000
+CHECKPOINT_INTERVAL = 10000
+
+TFRECORD_PATH = 'train_SR_X4.tfrecord'
+CHECKPOINT_DIR = 'checkpoint'
+FRSR_CHECKPOINT = 'Model/FRSR'   # GEN initialisation of NatSR
+NMD_CHECKPOINT = 'Model/NMD'     # CLASSIFIER of NatSR (frozen)
