@@ -21,3 +21,4 @@ TFRECORD_PATH = 'train_SR_X4.tfrecord'
 CHECKPOINT_DIR = 'checkpoint'
 FRSR_CHECKPOINT = 'Model/FRSR'   # GEN initialisation of NatSR
 NMD_CHECKPOINT = 'Model/NMD'     # CLASSIFIER of NatSR (frozen)
+SEED = 0                         # graph-level random seed and data shuffling seed

@@ -2,7 +2,11 @@
 equal the original release's (`<scope>/conv2d/kernel`, `<scope>/conv2d/bias`)."""
 import tensorflow.compat.v1 as tf
 
+tf.logging.set_verbosity(tf.logging.ERROR)  # no deprecation notices of the compat API
 tf.disable_v2_behavior()  # graph mode: placeholders, sessions, collections
+# Resource variables: a read placed under a control dependency (NatSR's G step after its
+# D step, in one session call) sees the updated value. Names and checkpoints are unchanged.
+tf.enable_resource_variables()
 
 
 def he_init():

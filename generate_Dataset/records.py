@@ -37,7 +37,40 @@ def serialize(label, image):
         'label': tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.ascontiguousarray(label, np.uint8).tobytes()])),
         'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.ascontiguousarray(image, np.uint8).tobytes()])),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic=True: protobuf writes map entries (the two features) in hash order otherwise,
+    # which changes from one process to the next; sorted keys make the same data the same bytes.
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
+
+
+def writer(path):
+    """A TFRecord writer for `serialize`d records (use as a context manager)."""
+    import tensorflow.compat.v1 as tf
+    return tf.io.TFRecordWriter(path)
+
+
+def write_sidecar(tfrecord, meta):
+    """Write the sidecar of `tfrecord` atomically (a temporary file renamed into place)."""
+    for key in ('count', 'label_shape', 'image_shape', 'scale', 'kind'):
+        if key not in meta:
+            raise ValueError('sidecar of %s lacks %r' % (tfrecord, key))
+    side = sidecar_path(tfrecord)
+    tmp = '%s.tmp%d' % (side, os.getpid())
+    try:
+        with open(tmp, 'w') as f:
+            json.dump(meta, f, indent=1, sort_keys=True)
+            f.write('\n')
+        os.replace(tmp, side)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def read_numpy(tfrecord, meta=None):
+    """Yield the (label, image) uint8 arrays of every record of `tfrecord`, in file order."""
+    import tensorflow.compat.v1 as tf
+    meta = meta or load_sidecar(tfrecord)
+    for record in tf.io.tf_record_iterator(tfrecord):
+        yield parse_numpy(record, meta)
 
 
 def parse_numpy(record, meta):

@@ -16,3 +16,26 @@ def shared_path(*parts):
     if not os.path.exists(path):
         pytest.skip('reference data not found: %s (../shared beside the checkout)' % path)
     return path
+
+
+def make_tfrecord(path, kind, count, patch, scale=4, seed=0):
+    """A tiny TFRecord + sidecar as generate_Dataset writes them: random smooth-ish uint8
+    patches; `image` is the HR patch subsampled by `scale` (NatSR) or a blurred copy (NMD)."""
+    import json
+    import numpy as np
+    import tensorflow.compat.v1 as tf
+    from generate_Dataset import records
+    rng = np.random.RandomState(seed)
+    with tf.io.TFRecordWriter(path) as w:
+        for _ in range(count):
+            hr = rng.randint(0, 256, (patch, patch, 3)).astype(np.uint8)
+            if kind == 'NatSR':
+                image = hr[::scale, ::scale]
+            else:
+                image = ((hr.astype(np.float32) + np.roll(hr, 1, 0) + np.roll(hr, 1, 1)) / 3).astype(np.uint8)
+            w.write(records.serialize(hr, image))
+    meta = {'count': count, 'label_shape': [patch, patch, 3], 'image_shape': list(image.shape),
+            'scale': scale, 'kind': kind, 'seed': seed}
+    with open(records.sidecar_path(path), 'w') as f:
+        json.dump(meta, f)
+    return path

@@ -1,0 +1,24 @@
+"""Build the NatSR / FRSR training TFRecord: HR patches and their aligned LR patches.
+
+    python generate_Dataset/generate_NatSR.py --labelpath HR [HR2 ...] [--datapath LR ...]
+        [--tfrecord train_SR_X4.tfrecord] [--scale 4] [--patch 192] [--stride 120] [--seed 0]
+
+Also `python -m generate_Dataset.generate_NatSR ...`; `--help` lists every option.
+The implementation, shared with generate_TrainNMD.py, is in build.py and patches.py.
+"""
+import os
+import sys
+
+if __package__ in (None, ''):  # run as a script: import from the project root, not from this folder
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from generate_Dataset import build  # noqa: E402
+
+
+def main(argv=None):
+    return build.main('NatSR', argv)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

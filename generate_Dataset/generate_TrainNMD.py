@@ -1,0 +1,26 @@
+"""Build the NMD training TFRecord (HR patches and their aligned ILR patches) and its validation
+TFRecord from whole images held out of training.
+
+    python generate_Dataset/generate_TrainNMD.py --labelpath HR [HR2 ...] [--datapath LR ...]
+        [--tfrecord train_NMD_X4.tfrecord] [--val_fraction 0.05 | --val_images N]
+        [--val_tfrecord train_NMD_X4_val.tfrecord] [--scale 4] [--patch 192] [--seed 0]
+
+Also `python -m generate_Dataset.generate_TrainNMD ...`; `--help` lists every option.
+The implementation, shared with generate_NatSR.py, is in build.py and patches.py.
+"""
+import os
+import sys
+
+if __package__ in (None, ''):  # run as a script: import from the project root, not from this folder
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+from generate_Dataset import build  # noqa: E402
+
+
+def main(argv=None):
+    return build.main('NMD', argv)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

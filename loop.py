@@ -1,0 +1,210 @@
+"""What the three training stages (NMD, FRSR, NatSR) share: flags from a config module,
+the session, resume from the latest checkpoint of a trial, and the step loop with its
+progress bar, summaries, interval checkpoints, Ctrl-C / SIGTERM checkpoint and NaN guard."""
+import argparse
+import math
+import os
+import signal
+import sys
+
+import tensorflow.compat.v1 as tf
+from tqdm import tqdm
+
+
+class TrainingError(Exception):
+    """A problem the user can fix (missing file, mismatching checkpoint); printed as one line."""
+
+
+def str2bool(s):
+    if s.lower() in ('1', 'true', 'yes', 'y', 'on'):
+        return True
+    if s.lower() in ('0', 'false', 'no', 'n', 'off'):
+        return False
+    raise argparse.ArgumentTypeError('expected a boolean, got %r' % s)
+
+
+def config_parser(config, description):
+    """An ArgumentParser with one flag per upper-case constant of `config` (`--batch_size` for
+    BATCH_SIZE), defaulting to the constant, plus the original's --gpu --trial --step."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument('--gpu', default=None, help='GPU index to use (sets CUDA_VISIBLE_DEVICES); CPU when none is visible')
+    p.add_argument('--trial', type=int, default=0, help='trial number: checkpoints and logs go to <checkpoint_dir>/<run>_trial<N>')
+    p.add_argument('--step', type=int, default=None, help='resume from the checkpoint of this step (default: the latest of the trial)')
+    for name in sorted(n for n in dir(config) if n.isupper()):
+        value = getattr(config, name)
+        kind = str2bool if isinstance(value, bool) else (type(value) if value is not None else str)
+        p.add_argument('--' + name.lower(), type=kind, default=value, help='default: %(default)s')
+    return p
+
+
+def select_gpu(argv):
+    """Honour --gpu before TensorFlow initialises its devices (as the original did)."""
+    for i, a in enumerate(argv):
+        if a == '--gpu' and i + 1 < len(argv):
+            os.environ['CUDA_VISIBLE_DEVICES'] = argv[i + 1]
+        elif a.startswith('--gpu='):
+            os.environ['CUDA_VISIBLE_DEVICES'] = a.split('=', 1)[1]
+
+
+def device_name():
+    gpus = tf.config.list_physical_devices('GPU')
+    return 'GPU (%s)' % ', '.join(g.name for g in gpus) if gpus else 'CPU'
+
+
+def session_config():
+    cfg = tf.ConfigProto(allow_soft_placement=True)
+    cfg.gpu_options.allow_growth = True
+    return cfg
+
+
+def weights(scope):
+    """The network weights of `scope` (GEN, CLASSIFIER: all trainable), without optimizer slots."""
+    return tf.trainable_variables(scope + '/')
+
+
+def check_checkpoint(prefix, scope, what):
+    """Fail with one line if `prefix` is not a checkpoint that holds the variables of `scope`
+    with the shapes of this graph (e.g. an x2 FRSR given to an x4 model)."""
+    if not tf.train.checkpoint_exists(prefix):
+        raise TrainingError('%s: %s checkpoint not found (looked for %s.index)' % (prefix, what, prefix))
+    saved = dict(tf.train.list_variables(prefix))
+    for v in weights(scope):
+        name, shape = v.op.name, v.shape.as_list()
+        if name not in saved:
+            raise TrainingError('%s: %s checkpoint lacks %s (wrong scale or network?)' % (prefix, what, name))
+        if list(saved[name]) != shape:
+            raise TrainingError('%s: %s checkpoint has %s of shape %s, this model needs %s (wrong scale?)'
+                                % (prefix, what, name, saved[name], shape))
+
+
+def restore_scope(sess, prefix, scope, what):
+    """Load the variables of `scope` (e.g. GEN, CLASSIFIER) from another run's checkpoint."""
+    check_checkpoint(prefix, scope, what)
+    tf.train.Saver(var_list=weights(scope)).restore(sess, prefix)
+
+
+def resume(sess, saver, trial_dir, step=None):
+    """Restore the trial's checkpoint of `step` (default: the latest). Returns its prefix or None."""
+    if step is not None:
+        prefix = os.path.join(trial_dir, 'model-%d' % step)
+        if not tf.train.checkpoint_exists(prefix):
+            raise TrainingError('%s: no checkpoint of step %d (looked for %s.index)' % (trial_dir, step, prefix))
+    else:
+        prefix = tf.train.latest_checkpoint(trial_dir)
+        if prefix is None:
+            return None
+    saver.restore(sess, prefix)
+    return prefix
+
+
+class _Stop(object):
+    """Turns SIGTERM into KeyboardInterrupt while training, so both end with a checkpoint."""
+
+    def __enter__(self):
+        self.old = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    def _raise(self, signum, frame):
+        raise KeyboardInterrupt('SIGTERM')
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGTERM, self.old)
+        return False
+
+
+def train_loop(sess, fetches, step, saver, trial_dir, max_steps, checkpoint_interval,
+               summary=None, writer=None, summary_interval=0, after_step=None, feed=None):
+    """Run `fetches['train']` until the global `step` reaches `max_steps`.
+
+    `fetches`: dict with 'train' and scalar losses to show and to check for NaN / Inf.
+    `after_step(step)`: called after each step (the NMD's validation and curriculum).
+    Checkpoints every `checkpoint_interval` steps, at the end, and on Ctrl-C / SIGTERM;
+    a non-finite loss stops without saving, so the last checkpoint on disk stays good.
+    Returns the last step and the last losses.
+    """
+    os.makedirs(trial_dir, exist_ok=True)
+    prefix = os.path.join(trial_dir, 'model')
+    current = sess.run(step)
+    saved_at = current
+    losses = {}
+    bar = tqdm(total=max_steps, initial=current, dynamic_ncols=True, file=sys.stderr, desc='train')
+
+    def save():
+        saver.save(sess, prefix, global_step=current, write_meta_graph=False)
+
+    with tf.control_dependencies([fetches['train']]):
+        step_after = tf.identity(step.read_value())  # read once the update is applied
+    with _Stop():
+        try:
+            while current < max_steps:
+                run = dict(fetches, step=step_after)
+                with_summary = summary is not None and summary_interval and (current + 1) % summary_interval == 0
+                if with_summary:
+                    run['summary'] = summary
+                out = sess.run(run, feed_dict=feed)
+                bad = [k for k, v in out.items() if k not in ('train', 'summary', 'step') and not math.isfinite(float(v))]
+                if bad:
+                    raise TrainingError('%s is %s at step %d: training stopped; the last good checkpoint '
+                                        'is step %d in %s' % (bad[0], out[bad[0]], out['step'], saved_at, trial_dir))
+                current = int(out['step'])
+                losses = {k: float(v) for k, v in out.items() if k not in ('train', 'summary', 'step')}
+                if with_summary:
+                    writer.add_summary(out['summary'], current)
+                if after_step is not None:
+                    after_step(current)
+                bar.update(current - bar.n)
+                bar.set_postfix({k: '%.4g' % v for k, v in losses.items()}, refresh=False)
+                if checkpoint_interval and current % checkpoint_interval == 0:
+                    save()
+                    saved_at = current
+        except KeyboardInterrupt:
+            bar.close()
+            save()
+            print('interrupted: checkpoint of step %d saved in %s' % (current, trial_dir), file=sys.stderr)
+            raise
+        finally:
+            bar.close()
+    if saved_at != current:
+        save()
+    if writer is not None:
+        writer.flush()
+    return current, losses
+
+
+def export(build, scope, source, out_prefix):
+    """Write the shipping checkpoint `out_prefix` (.index, .data, .meta): the variables of
+    `scope` alone, restored from the training checkpoint `source`, in a fresh inference
+    graph made by `build(placeholder)` (which fills the InNOut collection). Atomic: the
+    files are written in a temporary folder and moved in place."""
+    import shutil
+    import tempfile
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [None, None, None, 3])
+        build(x)
+        saver = tf.train.Saver(var_list=weights(scope))
+        folder = os.path.dirname(os.path.abspath(out_prefix))
+        os.makedirs(folder, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix='.export-', dir=folder)
+        try:
+            with tf.Session(config=session_config()) as sess:
+                restore_scope(sess, source, scope, 'training')
+                saver.save(sess, os.path.join(tmp, 'm'), write_state=False)
+            base = os.path.basename(out_prefix)
+            for f in os.listdir(tmp):
+                os.replace(os.path.join(tmp, f), os.path.join(folder, base + f[1:]))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_prefix
+
+
+def main_guard(fn):
+    """Run `fn()` and return exit status 0; a TrainingError or a missing file ends with one
+    line on stderr and status 2, Ctrl-C / SIGTERM (after its checkpoint) with 130."""
+    try:
+        fn()
+        return 0
+    except (TrainingError, FileNotFoundError) as e:
+        print('error: %s' % e, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,31 @@
+"""Train FRSR (L1) or fine-tune NatSR, e.g.
+
+    python main.py --model FRSR --gpu 0 --trial 0 --tfrecord_path train_SR_X4.tfrecord
+    python main.py --model NatSR --frsr_checkpoint Model/FRSR --nmd_checkpoint Model/NMD
+    python main.py --model FRSR --export Model/FRSR     # ship the GEN weights of the trial
+
+Every constant of config.py is a flag (--batch_size, --learning_rate, --scale, ...).
+"""
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import loop  # noqa: E402
+
+loop.select_gpu(sys.argv)
+import config  # noqa: E402
+import train  # noqa: E402
+
+
+def main(argv=None):
+    parser = loop.config_parser(config, __doc__.split('\n')[0])
+    parser.add_argument('--export', metavar='PREFIX', default=None,
+                        help='write the GEN weights of the trial (latest or --step) to PREFIX, e.g. Model/FRSR, and exit')
+    args = parser.parse_args(argv)
+    if args.export:
+        return loop.main_guard(lambda: train.export(args, args.export))
+    return loop.main_guard(lambda: train.train(args))
+
+
+if __name__ == '__main__':
+    sys.exit(main())

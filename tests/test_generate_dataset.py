@@ -1,0 +1,311 @@
+"""generate_Dataset: patch content, determinism, interruption, bad inputs (issue #3).
+
+Tiny synthetic images (noise with a flat band, so the filter keeps some patches and rejects
+others); the expected records are recomputed here independently of patches.py.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+from generate_Dataset import build, records
+from imresize import imresize
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZES = [(38, 45), (40, 34), (27, 52)]
+
+
+def make_images(folder, seed=0, gray=True):
+    """Noise images with a flat band; one grayscale; returns the folder."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    for i, (h, w) in enumerate(SIZES):
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        img[:, :w // 3] = 120 + 10 * i                   # flat: patches there fail the filter
+        iio.imwrite(os.path.join(folder, 'im%d.png' % i), img)
+    if gray:
+        img = rng.integers(0, 256, (36, 36), dtype=np.uint8)
+        img[:14] = 40
+        iio.imwrite(os.path.join(folder, 'gray.bmp'), img)
+    return str(folder)
+
+
+def expected(files, scale, patch, stride, modes, kind):
+    """Multiset of (label, image) bytes, and the (kept, rejected) counts, recomputed from scratch."""
+    out, kept, rejected = [], 0, 0
+    for f in files:
+        hr = iio.imread(f)
+        if hr.ndim == 2:
+            hr = np.stack([hr] * 3, axis=2)
+        hr = hr[:hr.shape[0] // scale * scale, :hr.shape[1] // scale * scale]
+        lr = imresize(hr, 1.0 / scale)
+        img, f_img = (imresize(lr, scale), 1) if kind == 'NMD' else (lr, scale)
+        for y in range(0, hr.shape[0] - patch + 1, stride):
+            for x in range(0, hr.shape[1] - patch + 1, stride):
+                y0, x0 = y // scale * scale, x // scale * scale
+                label = hr[y0:y0 + patch, x0:x0 + patch]
+                q = label / 255.0
+                grad = ((q[:-1, :-1] - q[1:, :-1]) ** 2 + (q[:-1, :-1] - q[:-1, 1:]) ** 2).mean()
+                if not (grad >= 0.005 and q.var() >= 0.03):
+                    rejected += 1
+                    continue
+                kept += 1
+                small = img[y0 // f_img:(y0 + patch) // f_img, x0 // f_img:(x0 + patch) // f_img]
+                for m in modes:
+                    a, b = np.rot90(label, m // 2), np.rot90(small, m // 2)
+                    if m % 2:
+                        a, b = a[::-1], b[::-1]
+                    out.append(a.tobytes() + b.tobytes())
+    return sorted(out), kept, rejected
+
+
+def read(path):
+    meta = records.load_sidecar(path)
+    return [a.tobytes() + b.tobytes() for a, b in records.read_numpy(path, meta)], meta
+
+
+def gen(kind, *args):
+    return build.main(kind, [str(a) for a in args])
+
+
+def folder_files(folder):
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder))
+
+
+@pytest.mark.parametrize('scale,patch,stride', [(2, 16, 6), (3, 15, 7)])
+def test_natsr_records_are_aligned_crops_under_8_transforms(tmp_path, scale, patch, stride):
+    hr = make_images(tmp_path / 'hr')
+    out = tmp_path / 'o' / 'sr.tfrecord'
+    assert gen('NatSR', '--labelpath', hr, '--tfrecord', out, '--scale', scale, '--patch', patch,
+               '--stride', stride) == 0
+    got, meta = read(str(out))
+    want, kept, rejected = expected(folder_files(hr), scale, patch, stride, range(8), 'NatSR')
+    assert kept and rejected                              # the filter did both
+    assert sorted(got) == want and len(got) == meta['count'] == 8 * kept
+    assert (meta['kept'], meta['rejected'], meta['images']) == (kept, rejected, 4)
+    assert meta['label_shape'] == [patch, patch, 3] and meta['image_shape'] == [patch // scale] * 2 + [3]
+    assert meta['kind'] == 'NatSR' and meta['scale'] == scale and meta['source'] == [os.path.abspath(hr)]
+    assert sorted(os.listdir(tmp_path / 'o')) == ['sr.tfrecord', 'sr.tfrecord.json']   # no leftovers
+
+
+def test_nmd_records_and_held_out_validation(tmp_path, capsys):
+    hr = make_images(tmp_path / 'hr')
+    out = tmp_path / 'nmd.tfrecord'
+    assert gen('NMD', '--labelpath', hr, '--tfrecord', out, '--scale', 2, '--patch', 16, '--stride', 6,
+               '--val_images', 1, '--seed', 3) == 0
+    got, meta = read(str(out))
+    val_got, val_meta = read(str(tmp_path / 'nmd_val.tfrecord'))
+    held = meta['held_out']['images']
+    assert len(held) == 1 and val_meta['image_files'] == held and val_meta['split'] == 'val'
+    train_files = [f for f in folder_files(hr) if os.path.abspath(f) not in held]
+    want, kept, _ = expected(train_files, 2, 16, 6, range(4), 'NMD')
+    assert sorted(got) == want and meta['count'] == 4 * kept and meta['kind'] == 'NMD'
+    assert meta['image_shape'] == meta['label_shape'] == [16, 16, 3]
+    val_want, val_kept, _ = expected(held, 2, 16, 6, [0], 'NMD')
+    assert sorted(val_got) == val_want and val_meta['count'] == val_kept > 0
+    assert 'nmd_val.tfrecord: %d records' % val_kept in capsys.readouterr().out
+
+
+def test_datapath_pairs_by_name_and_matches_computed_lr(tmp_path):
+    hr = make_images(tmp_path / 'hr', gray=False)
+    lr = tmp_path / 'lr'
+    os.makedirs(lr)
+    for i, f in enumerate(folder_files(hr)):
+        name = os.path.basename(f)[:-4] + ('x2.png' if i else '.png')   # DIV2K and plain names
+        img = iio.imread(f)
+        iio.imwrite(lr / name, imresize(img[:img.shape[0] // 2 * 2, :img.shape[1] // 2 * 2], 0.5))
+    a, b = tmp_path / 'a.tfrecord', tmp_path / 'b.tfrecord'
+    common = ['--labelpath', hr, '--scale', 2, '--patch', 16, '--stride', 6]
+    assert gen('NatSR', *common, '--tfrecord', a) == 0
+    assert gen('NatSR', *common, '--datapath', lr, '--tfrecord', b) == 0
+    assert a.read_bytes() == b.read_bytes()
+    assert json.loads((tmp_path / 'b.tfrecord.json').read_text())['datapath'] == [os.path.abspath(lr)]
+    # NMD: an LR folder (ILR = imresize(LR, s)) or an ILR folder (images of the HR size) give the computed set
+    ilr = tmp_path / 'ilr'
+    os.makedirs(ilr)
+    for f in folder_files(lr):
+        iio.imwrite(ilr / os.path.basename(f), imresize(iio.imread(f), 2))
+    common += ['--val_images', 1]
+    for i, data in enumerate([[], ['--datapath', lr], ['--datapath', ilr]]):
+        assert gen('NMD', *common, *data, '--tfrecord', tmp_path / ('n%d.tfrecord' % i)) == 0
+        assert (tmp_path / ('n%d.tfrecord' % i)).read_bytes() == (tmp_path / 'n0.tfrecord').read_bytes()
+        assert (tmp_path / ('n%d_val.tfrecord' % i)).read_bytes() == (tmp_path / 'n0_val.tfrecord').read_bytes()
+
+
+def test_same_seed_same_bytes_across_processes_other_seed_other_order(tmp_path):
+    hr = make_images(tmp_path / 'hr')
+    common = ['--labelpath', hr, '--scale', 2, '--patch', 16, '--stride', 6]
+    a, b, c = (tmp_path / n for n in ('a.tfrecord', 'b.tfrecord', 'c.tfrecord'))
+    assert gen('NatSR', *common, '--tfrecord', a, '--seed', 5) == 0
+    # the script itself, in another process (protobuf map order differs between processes)
+    run = subprocess.run([sys.executable, os.path.join(ROOT, 'generate_Dataset', 'generate_NatSR.py')]
+                         + [str(x) for x in common] + ['--tfrecord', str(b), '--seed', '5'],
+                         cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert 'b.tfrecord: ' in run.stdout and 'kept' in run.stdout
+    assert a.read_bytes() == b.read_bytes()
+    assert gen('NatSR', *common, '--tfrecord', c, '--seed', 6) == 0
+    ra, rc = read(str(a))[0], read(str(c))[0]
+    assert ra != rc and sorted(ra) == sorted(rc)
+
+
+def test_oversized_shards_are_split_again(tmp_path, monkeypatch):
+    hr = make_images(tmp_path / 'hr')
+    common = ['--labelpath', hr, '--scale', 2, '--patch', 16, '--stride', 6]
+    assert gen('NatSR', *common, '--tfrecord', tmp_path / 'a.tfrecord') == 0
+    monkeypatch.setattr(build, 'MAX_SHARDS', 2)
+    assert gen('NatSR', *common, '--tfrecord', tmp_path / 'b.tfrecord', '--shard_mb', 0.004) == 0
+    a, b = read(str(tmp_path / 'a.tfrecord'))[0], read(str(tmp_path / 'b.tfrecord'))[0]
+    assert sorted(a) == sorted(b) and a != b
+    assert sorted(os.listdir(tmp_path)) == ['a.tfrecord', 'a.tfrecord.json', 'b.tfrecord', 'b.tfrecord.json', 'hr']
+
+
+def test_interrupt_while_writing_keeps_old_output_and_leaves_no_temp(tmp_path, monkeypatch, capsys):
+    hr = make_images(tmp_path / 'hr')
+    out = tmp_path / 'o' / 'x.tfrecord'
+    common = ['--labelpath', hr, '--scale', 2, '--patch', 16, '--stride', 6, '--tfrecord', out]
+    assert gen('NatSR', *common) == 0
+    old, old_side = out.read_bytes(), (tmp_path / 'o' / 'x.tfrecord.json').read_bytes()
+    calls = []
+    real = records.serialize
+
+    def interrupted(*a):
+        calls.append(1)
+        if len(calls) == 20:
+            raise KeyboardInterrupt
+        return real(*a)
+    monkeypatch.setattr(records, 'serialize', interrupted)
+    assert gen('NatSR', *common, '--seed', 1) == 130
+    assert 'interrupted' in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path / 'o')) == ['x.tfrecord', 'x.tfrecord.json']
+    assert out.read_bytes() == old and (tmp_path / 'o' / 'x.tfrecord.json').read_bytes() == old_side
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGKILL], ids=['SIGTERM', 'SIGKILL'])
+def test_killed_run_leaves_no_output(tmp_path, sig):
+    hr = tmp_path / 'hr'
+    os.makedirs(hr)
+    img = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    for i in range(40):
+        iio.imwrite(hr / ('%02d.png' % i), img)
+    out = tmp_path / 'o'
+    proc = subprocess.Popen([sys.executable, '-m', 'generate_Dataset.generate_NatSR', '--labelpath', str(hr),
+                             '--tfrecord', str(out / 'k.tfrecord'), '--scale', '2', '--patch', '8',
+                             '--stride', '2'], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 60
+        while not (out.is_dir() and any('.shards.' in n for n in os.listdir(out))):   # pass 1 has begun
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1]
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0                           # killed mid-way, not finished
+    left = os.listdir(out)
+    assert 'k.tfrecord' not in left and 'k.tfrecord.json' not in left
+    if sig == signal.SIGTERM:
+        assert left == [] and proc.returncode == 128 + signal.SIGTERM   # cleaned up on the way out
+    else:
+        assert all(n.startswith('.k.') for n in left)                 # only hidden leftovers
+
+
+# ----------------------------------------------------------------------------- bad inputs
+
+def test_unreadable_small_gray_and_non_image_files(tmp_path, capsys):
+    hr = make_images(tmp_path / 'hr')
+    (tmp_path / 'hr' / 'broken.png').write_bytes(b'not an image at all')
+    (tmp_path / 'hr' / 'notes.txt').write_text('hello')
+    iio.imwrite(tmp_path / 'hr' / 'tiny.png', np.zeros((10, 40, 3), np.uint8))
+    out = tmp_path / 'x.tfrecord'
+    assert gen('NatSR', '--labelpath', hr, '--tfrecord', out, '--scale', 2, '--patch', 16, '--stride', 6) == 0
+    cap = capsys.readouterr()
+    assert 'broken.png: cannot read image' in cap.err and '(skipped)' in cap.err
+    assert '1 file(s) without an image extension ignored' in cap.err
+    assert '4 image(s) used, 1 smaller than the patch, 1 unreadable' in cap.out
+    meta = records.load_sidecar(str(out))
+    assert (meta['skipped_small'], meta['skipped_unreadable'], meta['images']) == (1, 1, 4)
+    want, kept, rejected = expected([f for f in folder_files(hr) if f.endswith(('im0.png', 'im1.png', 'im2.png',
+                                                                                 'gray.bmp'))],
+                                    2, 16, 6, range(8), 'NatSR')
+    assert sorted(read(str(out))[0]) == want                      # the gray image expanded to RGB
+
+
+def bad(tmp_path, capsys, kind, *argv):
+    """Run, expect exit 2 with a one-line error and nothing written; return the message."""
+    assert gen(kind, *argv, '--tfrecord', tmp_path / 'out' / 'x.tfrecord') == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith('error: ') and 'Traceback' not in '\n'.join(err)
+    assert not (tmp_path / 'out').exists() or os.listdir(tmp_path / 'out') == []
+    return err[-1]
+
+
+def test_missing_and_empty_folders(tmp_path, capsys):
+    missing = tmp_path / 'nope'
+    assert bad(tmp_path, capsys, 'NatSR', '--labelpath', missing) == 'error: %s: no such folder' % missing
+    os.makedirs(tmp_path / 'empty')
+    (tmp_path / 'empty' / 'readme.txt').write_text('x')
+    assert 'empty: no image files (.png' in bad(tmp_path, capsys, 'NatSR', '--labelpath', tmp_path / 'empty')
+
+
+def test_lr_folder_names_and_sizes(tmp_path, capsys):
+    hr = make_images(tmp_path / 'hr', gray=False)
+    lr = tmp_path / 'lr'
+    os.makedirs(lr)
+    iio.imwrite(lr / 'im0x2.png', np.zeros((19, 22, 3), np.uint8))
+    iio.imwrite(lr / 'im1x3.png', np.zeros((20, 17, 3), np.uint8))      # wrong scale: does not pair
+    msg = bad(tmp_path, capsys, 'NatSR', '--labelpath', hr, '--datapath', lr, '--scale', 2, '--patch', 16)
+    assert msg.startswith('error: %s: no LR image for 2 of 3 HR images (first: im1.png, im2.png)' % lr)
+    iio.imwrite(lr / 'im1.png', np.zeros((20, 17, 3), np.uint8))
+    iio.imwrite(lr / 'im2x2.png', np.zeros((13, 27, 3), np.uint8))      # HR 27x52 -> 26x52 -> 13x26
+    msg = bad(tmp_path, capsys, 'NatSR', '--labelpath', hr, '--datapath', lr, '--scale', 2, '--patch', 16)
+    assert msg == 'error: %s: 27x13 pixels, expected 26x13: the HR image, cropped to a multiple of 2 (52x26), ' \
+                  'divided by the scale' % (lr / 'im2x2.png')
+    iio.imwrite(lr / 'im2.png', np.zeros((13, 26, 3), np.uint8))
+    assert 'both im2.png and im2x2.png pair with HR image' in bad(
+        tmp_path, capsys, 'NatSR', '--labelpath', hr, '--datapath', lr, '--scale', 2, '--patch', 16)
+
+
+def test_nothing_kept_and_too_few_images_for_validation(tmp_path, capsys):
+    flat = tmp_path / 'flat'
+    os.makedirs(flat)
+    iio.imwrite(flat / 'a.png', np.full((40, 40, 3), 9, np.uint8))
+    assert 'x.tfrecord: no patch kept from 1 train image(s) (9 rejected by the filter' in bad(
+        tmp_path, capsys, 'NatSR', '--labelpath', flat, '--scale', 2, '--patch', 16, '--stride', 12)
+    assert 'cannot hold 1 out for validation' in bad(tmp_path, capsys, 'NMD', '--labelpath', flat, '--scale', 2,
+                                                     '--patch', 16)
+
+
+def test_option_errors(capsys):
+    for kind, argv, msg in [('NatSR', ['--scale', '3', '--patch', '100'], 'must be a multiple of --scale 3'),
+                            ('NMD', ['--scale', '2', '--patch', '20'], 'needs a multiple of 8'),
+                            ('NatSR', ['--augment', '9'], '--augment must be 1..8'),
+                            ('NatSR', ['--datapath', 'a', 'b'], 'one folder per --labelpath')]:
+        with pytest.raises(SystemExit) as e:
+            gen(kind, '--labelpath', 'hr', *argv)
+        assert e.value.code == 2 and msg in capsys.readouterr().err
+
+
+def test_module_entry_points_fail_cleanly(tmp_path):
+    run = subprocess.run([sys.executable, '-m', 'generate_Dataset.generate_TrainNMD', '--labelpath',
+                          str(tmp_path / 'nope')], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and run.stderr.strip() == 'error: %s: no such folder' % (tmp_path / 'nope')
+    assert not any(n.endswith('.tfrecord') for n in os.listdir(ROOT))
+
+
+def test_grid_rounds_corners_to_the_scale_and_augment_order():
+    from generate_Dataset import patches
+    assert patches.grid(20, 14, 8, 5, 2) == [(y, x) for y in (0, 4, 10) for x in (0, 4)]
+    assert patches.grid(8, 8, 8, 120, 4) == [(0, 0)] and patches.grid(7, 8, 8, 1, 1) == []
+    a = np.arange(6).reshape(2, 3)
+    assert [patches.augment(a, m).tolist() for m in (1, 2, 3)] == [
+        a[::-1].tolist(), np.rot90(a).tolist(), np.rot90(a)[::-1].tolist()]

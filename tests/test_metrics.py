@@ -1,0 +1,112 @@
+"""PSNR / SSIM / NIQE against closed forms, the published bicubic baselines and MATLAB's NIQE."""
+import math
+import os
+
+import numpy as np
+import pytest
+
+import metrics
+from conftest import shared_path
+from imresize import imresize
+from metrics import evaluate, modcrop, niqe, psnr, rgb_to_y, ssim
+from utils import read_image, to_rgb
+
+SET5 = ('baby', 'bird', 'butterfly', 'head', 'woman')
+# published Set5 bicubic baselines (VDSR / LapSRN / NatSR tables): scale -> (PSNR dB, SSIM)
+SET5_BICUBIC = {2: (33.66, 0.9299), 3: (30.39, 0.8682), 4: (28.42, 0.8104)}
+
+
+def random_rgb(seed, shape=(40, 36, 3)):
+    return np.random.RandomState(seed).randint(0, 256, shape).astype(np.uint8)
+
+
+def test_rgb_to_y_pure_colours():
+    colours = np.array([[[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255]]], np.uint8)
+    # 16, 16 + 219, 16 + 65.481, 16 + 128.553, 16 + 24.966, rounded
+    np.testing.assert_array_equal(rgb_to_y(colours), [[16, 235, 81, 145, 41]])
+    assert rgb_to_y(colours).dtype == np.float64
+
+
+def test_gray_equals_three_equal_channels():
+    gray = random_rgb(0)[:, :, 0]
+    rgb = np.stack([gray] * 3, axis=2)
+    np.testing.assert_array_equal(rgb_to_y(gray), rgb_to_y(rgb))
+    other = random_rgb(1)[:, :, 0]
+    assert psnr(gray, other) == psnr(rgb, np.stack([other] * 3, axis=2))
+    assert ssim(gray, other, 2) == ssim(rgb, np.stack([other] * 3, axis=2), 2)
+
+
+def test_modcrop():
+    img = random_rgb(0, (13, 10, 3))
+    assert modcrop(img, 4).shape == (12, 8, 3)
+    np.testing.assert_array_equal(modcrop(img[:, :, 0], 3), img[:12, :9, 0])
+
+
+def test_psnr_identical_is_inf():
+    img = random_rgb(2)
+    assert psnr(img, img.copy()) == math.inf
+
+
+def test_psnr_constant_offset_closed_form():
+    hr = np.full((20, 20, 3), 100, np.uint8)   # Y = round(16 + 219 * 100 / 255) = 102
+    sr = np.full((20, 20, 3), 110, np.uint8)   # Y = round(16 + 219 * 110 / 255) = 110
+    assert psnr(sr, hr) == pytest.approx(20 * math.log10(255 / 8.0), abs=1e-12)
+    # a difference confined to a 2-pixel border disappears with shave=2
+    sr = random_rgb(3)
+    hr = sr.copy()
+    hr[:2] = 255 - hr[:2]
+    assert psnr(sr, hr, shave=2) == math.inf and psnr(sr, hr, shave=1) < 40
+
+
+def test_ssim_identical_is_one_and_noise_lowers_it():
+    img = random_rgb(4)
+    assert ssim(img, img.copy()) == pytest.approx(1.0, abs=1e-12)
+    noisy = np.clip(img + np.random.RandomState(5).normal(0, 20, img.shape), 0, 255).astype(np.uint8)
+    assert 0 < ssim(noisy, img) < 0.99
+
+
+def test_ssim_matches_skimage_gaussian_ssim():
+    from skimage.metrics import structural_similarity
+    a, b = random_rgb(6), random_rgb(7)
+    b[10:30] = a[10:30] // 2 + 60  # partly correlated
+    ref = structural_similarity(rgb_to_y(a)[3:-3, 3:-3], rgb_to_y(b)[3:-3, 3:-3], data_range=255,
+                                gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
+    assert ssim(a, b, shave=3) == pytest.approx(ref, abs=1e-9)
+
+
+@pytest.mark.parametrize('scale', [2, 3, 4])
+def test_set5_bicubic_baseline(scale):
+    folder = shared_path('data', 'Set5')
+    scores = []
+    for name in SET5:
+        hr = modcrop(to_rgb(read_image(os.path.join(folder, 'HR', name + '.bmp'))), scale)
+        lr = read_image(os.path.join(folder, 'LR_bicubic', 'X%d' % scale, '%sx%d.png' % (name, scale)))
+        up = np.clip(imresize(lr.astype(np.float64) / 255.0, scale), 0, 1)
+        sr = np.round(up * 255).astype(np.uint8)
+        scores.append(evaluate(sr, hr, scale))
+    mean_psnr = np.mean([s['psnr'] for s in scores])
+    mean_ssim = np.mean([s['ssim'] for s in scores])
+    want_psnr, want_ssim = SET5_BICUBIC[scale]
+    assert mean_psnr == pytest.approx(want_psnr, abs=0.05)
+    assert mean_ssim == pytest.approx(want_ssim, abs=0.002)
+
+
+def test_niqe_baboon_matches_matlab():
+    img = to_rgb(read_image(shared_path('data', 'Set14', 'HR', 'baboon.bmp')))
+    value = niqe(img)
+    assert value == pytest.approx(5.7296, abs=0.01)          # authors' MATLAB code
+    assert value == pytest.approx(5.72957338, abs=1e-3)      # MATLAB R2021a, as quoted by BasicSR
+
+
+def test_niqe_gray_equals_three_channels_and_needs_one_block():
+    gray = random_rgb(8, (100, 200, 3))[:, :, 0]
+    assert niqe(gray) == niqe(np.stack([gray] * 3, axis=2))
+    assert np.isfinite(niqe(gray))
+    with pytest.raises(ValueError):
+        niqe(gray[:90])
+
+
+def test_niqe_params_shipped_and_cached():
+    mu, cov, window = metrics.niqe_params()
+    assert mu.shape == (36,) and cov.shape == (36, 36) and window.shape == (7, 7)
+    assert metrics.niqe_params() is metrics.niqe_params()

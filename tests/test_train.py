@@ -1,0 +1,302 @@
+"""The three training stages on tiny TFRecords: losses, frozen parts, checkpoints, resume,
+curriculum, NaN guard, bad inputs, export."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+from conftest import make_tfrecord
+import loop
+import main as sr_main
+import train
+from model import FRACTAL, NMD
+from Train_NMD import main as nmd_main
+from Train_NMD import train as nmd_train
+from Train_NMD.degrade import inject_dct, blur, dct_matrix
+
+PATCH = 16
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    d = tmp_path_factory.mktemp('data')
+    return {
+        'sr': make_tfrecord(str(d / 'sr.tfrecord'), 'NatSR', 2, PATCH),     # 2 patches, batch 2: one repeated batch
+        'sr_x2': make_tfrecord(str(d / 'sr2.tfrecord'), 'NatSR', 2, PATCH, scale=2),
+        'nmd': make_tfrecord(str(d / 'nmd.tfrecord'), 'NMD', 8, PATCH),
+        'nmd_val': make_tfrecord(str(d / 'nmd_val.tfrecord'), 'NMD', 4, PATCH, seed=1),
+    }
+
+
+def sr_args(data, ckpt, *extra):
+    return ['--tfrecord_path', data['sr'], '--patch_size', str(PATCH), '--batch_size', '2',
+            '--checkpoint_dir', str(ckpt), '--summary_interval', '2', '--checkpoint_interval', '100'] + list(extra)
+
+
+def nmd_args(data, ckpt, *extra):
+    return ['--tfrecord_path', data['nmd'], '--val_tfrecord_path', data['nmd_val'], '--batch_size', '4',
+            '--checkpoint_dir', str(ckpt), '--val_interval', '1', '--summary_interval', '2'] + list(extra)
+
+
+def values(prefix, scope=''):
+    r = tf.train.load_checkpoint(prefix)
+    return {k: r.get_tensor(k) for k in r.get_variable_to_shape_map() if k.startswith(scope) and 'Adam' not in k}
+
+
+def changed(before, after):
+    return sorted(k for k in before if not np.array_equal(before[k], after[k]))
+
+
+def random_checkpoint(prefix, build, scope):
+    """A weights-only checkpoint of a freshly initialised network."""
+    with tf.Graph().as_default():
+        build(tf.placeholder(tf.float32, [None, None, None, 3]))
+        saver = tf.train.Saver(tf.global_variables(scope + '/'))
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            saver.save(sess, prefix, write_state=False)
+    return prefix
+
+
+# --- losses -----------------------------------------------------------------------------
+
+def test_ragan_losses_equal_numpy():
+    real = np.array([[1.5], [-0.3], [0.2], [2.0]], np.float32)
+    fake = np.array([[-1.0], [0.4], [0.1], [-2.2]], np.float32)
+    sp = lambda z: np.log1p(np.exp(-np.abs(z))) + np.maximum(z, 0)   # softplus
+    bce = lambda z, y: np.mean(y * sp(-z) + (1 - y) * sp(z))
+    d_real, d_fake = real - fake.mean(), fake - real.mean()
+    want_d = bce(d_real, 1) + bce(d_fake, 0)
+    want_g = bce(d_fake, 1) + bce(d_real, 0)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        got_d, got_g = sess.run(train.ragan_losses(tf.constant(real), tf.constant(fake)))
+    assert abs(got_d - want_d) < 1e-6 and abs(got_g - want_g) < 1e-6
+
+
+def test_learning_rate_schedule():
+    args = loop.config_parser(sr_main.config, '').parse_args([])
+    with tf.Graph().as_default(), tf.Session() as sess:
+        step = tf.placeholder(tf.int64, [])
+        rate = train.learning_rate(step, args)
+        got = [sess.run(rate, {step: s}) for s in (0, 99999, 100000, 250000, 10 ** 6)]
+    np.testing.assert_allclose(got, [2e-4, 2e-4, 1e-4, 1e-4, 1e-4], rtol=1e-6)
+
+
+# --- NMD degradations and curriculum ----------------------------------------------------
+
+def blocks_dct(x):
+    n, h, w, c = x.shape
+    b = x.reshape(n, h // 8, 8, w // 8, 8, c).transpose(0, 1, 3, 5, 2, 4)
+    d = dct_matrix()
+    return d @ b @ d.T
+
+
+def test_inject_dct_touches_only_last_row_and_column_with_requested_std():
+    rng = np.random.RandomState(0)
+    x = rng.rand(4, 32, 48, 3).astype(np.float32)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        ph, sigma = tf.placeholder(tf.float32, [None, None, None, 3]), tf.placeholder(tf.float32, [])
+        y = inject_dct(ph, sigma, seed=1)
+        noisy, same = sess.run(y, {ph: x, sigma: 0.3}), sess.run(y, {ph: x, sigma: 0.0})
+    np.testing.assert_allclose(same, x, atol=1e-5)                       # sigma 0: identity
+    delta = blocks_dct(noisy.astype(np.float64)) - blocks_dct(x.astype(np.float64))
+    assert np.abs(delta[..., :7, :7]).max() < 1e-5                        # rows/cols 0..6 untouched
+    edge = np.concatenate([delta[..., 7, :].ravel(), delta[..., :7, 7].ravel()])   # 15 per block
+    assert edge.size == 4 * 4 * 6 * 3 * 15
+    assert abs(edge.std() - 0.3) < 0.02 and abs(edge.mean()) < 0.02
+    # the corner coefficient (7, 7) gets one draw, not two: same std as the others
+    assert abs(delta[..., 7, 7].std() - 0.3) < 0.05
+
+
+def test_blur_interpolates():
+    hr, ilr = np.full((1, 8, 8, 3), 0.8, np.float32), np.full((1, 8, 8, 3), 0.2, np.float32)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        out = sess.run(blur(tf.constant(hr), tf.constant(ilr), 0.7))
+    np.testing.assert_allclose(out, 0.7 * 0.8 + 0.3 * 0.2, rtol=1e-6)
+
+
+def test_curriculum_rule():
+    args = loop.config_parser(nmd_main.config, '').parse_args(['--acc_window', '3'])
+    step = lambda s, a, nh, bh, an, ab: nmd_train.curriculum_update(s, a, nh, bh, an, ab, args)
+    # window not full: nothing moves even at 100 %
+    assert step(0.1, 0.5, [100], [], 100, 50)[:2] == (0.1, 0.5)
+    # full window, mean exactly 95 (>=, not ==): sigma x 0.8, window restarts; blur mean 94.9: no move
+    s, a, nh, bh = step(0.1, 0.5, [94, 96], [94.9, 94.9], 95, 94.9)
+    assert s == pytest.approx(0.08) and a == 0.5 and nh == [] and bh == [94.9] * 3
+    # alpha rises by 0.1 and stops at 0.9
+    assert step(0.1, 0.5, [], [99, 99], 0, 99)[1] == pytest.approx(0.6)
+    assert step(0.1, 0.85, [], [99, 99], 0, 99)[1] == pytest.approx(0.9)
+    assert step(0.1, 0.9, [], [99, 99], 0, 99)[1] == pytest.approx(0.9)
+    # only the last `window` accuracies count
+    assert step(0.1, 0.5, [10, 100, 100], [], 96, 0)[0] == pytest.approx(0.08)
+
+
+# --- FRSR -------------------------------------------------------------------------------
+
+def test_frsr_trains_only_gen_saves_restores_and_resumes(data, tmp_path):
+    ck = tmp_path / 'ck'
+    assert sr_main.main(sr_args(data, ck, '--model', 'FRSR', '--max_steps', '3', '--checkpoint_interval', '1')) == 0
+    trial = ck / 'FRSR_x4_trial0'
+    for s in (1, 2, 3):
+        assert (trial / ('model-%d.index' % s)).exists()
+    assert any(f.startswith('events.out.tfevents') for f in os.listdir(trial))
+    first, third = values(str(trial / 'model-1')), values(str(trial / 'model-3'))
+    counters = {'global_step', 'beta1_power', 'beta2_power'}
+    assert set(changed(first, third)) == {k for k in first if k.startswith('GEN/')} | counters  # GEN alone moved
+    # the L1 loss falls on the repeated batch
+    _, losses = train.train(loop.config_parser(sr_main.config, '').parse_args(
+        sr_args(data, ck, '--model', 'FRSR', '--max_steps', '12')))
+    assert losses['l1'] < train_l1_at(str(trial / 'model-1'), data)
+
+
+def train_l1_at(prefix, data):
+    """L1 of the checkpoint `prefix` on the tiny data set's batch."""
+    from generate_Dataset import records
+    with tf.Graph().as_default():
+        ds, _ = records.dataset(data['sr'], 2, shuffle_buffer=0, repeat=False)
+        lr, hr = tf.data.make_one_shot_iterator(ds).get_next()
+        l1 = tf.reduce_mean(tf.abs(FRACTAL(lr, 4).output - hr))
+        with tf.Session() as sess:
+            tf.train.Saver(tf.global_variables('GEN/')).restore(sess, prefix)
+            return sess.run(l1)
+
+
+def test_resume_continues_step_and_learning_rate(data, tmp_path):
+    sched = ['--model', 'FRSR', '--lr_decay_steps', '2', '--lr_min', '1e-9']
+    assert sr_main.main(sr_args(data, tmp_path / 'a', *sched, '--max_steps', '5')) == 0
+    assert sr_main.main(sr_args(data, tmp_path / 'b', *sched, '--max_steps', '3')) == 0
+    assert sr_main.main(sr_args(data, tmp_path / 'b', *sched, '--max_steps', '5')) == 0
+    a, b = tmp_path / 'a' / 'FRSR_x4_trial0', tmp_path / 'b' / 'FRSR_x4_trial0'
+    assert tf.train.latest_checkpoint(str(a)).endswith('model-5')
+    assert tf.train.latest_checkpoint(str(b)).endswith('model-5')
+    for d in (a, b):
+        r = tf.train.load_checkpoint(str(d / 'model-5'))
+        assert r.get_tensor('global_step') == 5
+        # Adam's bias-correction counter (starts at beta1) proves 5 updates, not 3 + a fresh 2
+        assert r.get_tensor('beta1_power') == pytest.approx(0.9 ** 6, rel=1e-5)
+    args = loop.config_parser(sr_main.config, '').parse_args(sched)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        assert sess.run(train.learning_rate(tf.constant(5, tf.int64), args)) == pytest.approx(2e-6)
+    # --step picks an older checkpoint of the trial
+    assert sr_main.main(sr_args(data, tmp_path / 'b', *sched, '--max_steps', '6', '--step', '3')) == 0
+    assert tf.train.load_checkpoint(str(b / 'model-6')).get_tensor('global_step') == 6
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, capsys):
+    ck = tmp_path / 'ck'
+    code = sr_main.main(sr_args(data, ck, '--model', 'FRSR', '--max_steps', '30', '--learning_rate', '1e30',
+                                '--lr_min', '1e30', '--checkpoint_interval', '1'))
+    err = capsys.readouterr().err
+    assert code == 2 and 'training stopped' in err and 'Traceback' not in err
+    last = tf.train.latest_checkpoint(str(ck / 'FRSR_x4_trial0'))
+    assert last is not None and int(last.rsplit('-', 1)[1]) < 30
+    for v in values(last).values():
+        assert np.all(np.isfinite(v))
+
+
+@pytest.mark.parametrize('extra, message', [
+    (['--tfrecord_path', '/nonexistent.tfrecord'], 'TFRecord not found'),
+    (['--patch_size', '32'], 'pass --patch_size 16'),
+    (['--scale', '2'], 'made for x4'),
+])
+def test_bad_training_inputs(data, tmp_path, capsys, extra, message):
+    assert sr_main.main(sr_args(data, tmp_path, '--model', 'FRSR', '--max_steps', '1', *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err and 'Traceback' not in err
+
+
+def test_missing_sidecar_and_wrong_kind(data, tmp_path, capsys):
+    lonely = tmp_path / 'x.tfrecord'
+    lonely.write_bytes(open(data['sr'], 'rb').read())
+    assert sr_main.main(sr_args(data, tmp_path, '--model', 'FRSR', '--tfrecord_path', str(lonely))) == 2
+    assert 'sidecar not found' in capsys.readouterr().err
+    assert sr_main.main(sr_args(data, tmp_path, '--model', 'FRSR', '--tfrecord_path', data['nmd'])) == 2
+    assert 'generate_NatSR.py' in capsys.readouterr().err
+
+
+# --- NatSR ------------------------------------------------------------------------------
+
+def test_natsr_d_step_then_g_step_with_frozen_nmd(data, tmp_path, capsys):
+    frsr = random_checkpoint(str(tmp_path / 'FRSR'), lambda x: FRACTAL(x, 4), 'GEN')
+    nmd = random_checkpoint(str(tmp_path / 'NMD'), NMD, 'CLASSIFIER')
+    frsr_x2 = random_checkpoint(str(tmp_path / 'FRSR_x2'), lambda x: FRACTAL(x, 2), 'GEN')
+    args = loop.config_parser(sr_main.config, '').parse_args(sr_args(
+        data, tmp_path / 'ck', '--max_steps', '1', '--frsr_checkpoint', frsr, '--nmd_checkpoint', nmd))
+
+    # graph structure: each optimizer updates its own network only
+    with tf.Graph().as_default():
+        lr = tf.placeholder(tf.float32, [2, 4, 4, 3])
+        hr = tf.placeholder(tf.float32, [2, PATCH, PATCH, 3])
+        t = train.Trainer(args, lr, hr)
+        applied = {}
+        for op in tf.get_default_graph().get_operations():
+            if op.type == 'ResourceApplyAdam':
+                applied.setdefault(op.name.split('/')[0], set()).add(op.inputs[0].op.name.split('/')[0])
+        assert applied == {'Adam_D': {'DIS'}, 'Adam': {'GEN'}}
+        feed = {lr: np.random.rand(2, 4, 4, 3), hr: np.random.rand(2, PATCH, PATCH, 3)}
+        scopes = ('GEN/', 'DIS/', 'CLASSIFIER/')
+        snap = lambda sess: {s: sess.run(tf.trainable_variables(s)) for s in scopes}
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            s0 = snap(sess)
+            sess.run(t.d_train, feed)          # the D step alone: DIS moves, GEN and NMD do not
+            s1 = snap(sess)
+            sess.run(t.train_op, feed)         # a whole iteration: GEN moves, NMD still frozen
+            s2 = snap(sess)
+        same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(a, b))
+        assert not same(s0['DIS/'], s1['DIS/']) and same(s0['GEN/'], s1['GEN/'])
+        assert not same(s1['GEN/'], s2['GEN/'])
+        assert same(s0['CLASSIFIER/'], s1['CLASSIFIER/']) and same(s0['CLASSIFIER/'], s2['CLASSIFIER/'])
+
+    # the trainer: GEN starts from FRSR, CLASSIFIER from the NMD and stays as it was
+    _, losses = train.train(args)
+    assert set(losses) == {'l1', 'nat', 'g_gan', 'd'}
+    ckpt = tf.train.latest_checkpoint(str(tmp_path / 'ck' / 'NatSR_x4_trial0'))
+    after, start = values(ckpt), values(nmd)
+    for k in start:
+        np.testing.assert_array_equal(after[k], start[k])
+    assert tf.train.load_checkpoint(ckpt).get_tensor('global_step') == 1   # counted once per iteration
+    # a wrong-scale FRSR or a missing NMD is a clear error
+    capsys.readouterr()
+    assert sr_main.main(sr_args(data, tmp_path / 'ck2', '--max_steps', '1', '--frsr_checkpoint', frsr_x2,
+                                '--nmd_checkpoint', nmd)) == 2
+    assert 'wrong scale' in capsys.readouterr().err
+    assert sr_main.main(sr_args(data, tmp_path / 'ck2', '--max_steps', '1', '--frsr_checkpoint', frsr,
+                                '--nmd_checkpoint', str(tmp_path / 'none'))) == 2
+    assert 'NMD checkpoint not found' in capsys.readouterr().err
+
+
+# --- NMD --------------------------------------------------------------------------------
+
+def test_nmd_trains_curriculum_resumes_and_exports(data, tmp_path):
+    moving = ['--acc_threshold', '0', '--acc_window', '3']
+    assert nmd_main.main(nmd_args(data, tmp_path / 'a', *moving, '--max_steps', '7')) == 0
+    assert nmd_main.main(nmd_args(data, tmp_path / 'b', *moving, '--max_steps', '2')) == 0
+    assert nmd_main.main(nmd_args(data, tmp_path / 'b', *moving, '--max_steps', '7')) == 0
+    state = {}
+    for run in ('a', 'b'):
+        r = tf.train.load_checkpoint(tf.train.latest_checkpoint(str(tmp_path / run / 'NMD_x4_trial0')))
+        state[run] = [r.get_tensor(k) for k in ('global_step', 'noise_sigma', 'alpha')]
+    # 7 validations, window 3: the curriculum moved twice, also across the resume at step 2
+    np.testing.assert_allclose(state['a'], [7, 0.1 * 0.8 ** 2, 0.7], rtol=1e-5)
+    np.testing.assert_allclose(state['b'], state['a'], rtol=1e-6)
+    # only the classifier is trained
+    first = values(tf.train.latest_checkpoint(str(tmp_path / 'b' / 'NMD_x4_trial0')).replace('-7', '-2'), 'CLASSIFIER')
+    last = values(tf.train.latest_checkpoint(str(tmp_path / 'b' / 'NMD_x4_trial0')), 'CLASSIFIER')
+    assert set(changed(first, last)) == set(first)
+    # export: CLASSIFIER weights only, a .meta with the InNOut collection
+    out = str(tmp_path / 'Model' / 'NMD')
+    assert nmd_main.main(nmd_args(data, tmp_path / 'a', '--export', out)) == 0
+    names = [n for n, _ in tf.train.list_variables(out)]
+    assert names and all(n.startswith('CLASSIFIER/') and 'Adam' not in n for n in names)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        tf.train.import_meta_graph(out + '.meta').restore(sess, out)
+        x, p = tf.get_collection('InNOut')
+        prob = sess.run(p, {x: np.random.rand(2, PATCH, PATCH, 3)})
+    assert prob.shape == (2, 1) and np.all((prob >= 0) & (prob <= 1))
+
+
+def test_nmd_rejects_a_natsr_record(data, tmp_path, capsys):
+    assert nmd_main.main(nmd_args(data, tmp_path, '--tfrecord_path', data['sr'])) == 2
+    assert 'generate_TrainNMD.py' in capsys.readouterr().err
