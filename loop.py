@@ -10,6 +10,9 @@ import sys
 import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
+import sr
+from sr import device_name  # noqa: F401  (the trainers print it)
+
 
 class TrainingError(Exception):
     """A problem the user can fix (missing file, mismatching checkpoint); printed as one line."""
@@ -46,11 +49,6 @@ def select_gpu(argv):
             os.environ['CUDA_VISIBLE_DEVICES'] = a.split('=', 1)[1]
 
 
-def device_name():
-    gpus = tf.config.list_physical_devices('GPU')
-    return 'GPU (%s)' % ', '.join(g.name for g in gpus) if gpus else 'CPU'
-
-
 def session_config():
     cfg = tf.ConfigProto(allow_soft_placement=True)
     cfg.gpu_options.allow_growth = True
@@ -63,18 +61,14 @@ def weights(scope):
 
 
 def check_checkpoint(prefix, scope, what):
-    """Fail with one line if `prefix` is not a checkpoint that holds the variables of `scope`
-    with the shapes of this graph (e.g. an x2 FRSR given to an x4 model)."""
+    """Fail with one line unless `prefix` holds exactly the weights of `scope` with the shapes
+    of this graph (an x2 FRSR given to an x4 model, or an x4 one to an x2 model, is refused)."""
     if not tf.train.checkpoint_exists(prefix):
         raise TrainingError('%s: %s checkpoint not found (looked for %s.index)' % (prefix, what, prefix))
-    saved = dict(tf.train.list_variables(prefix))
-    for v in weights(scope):
-        name, shape = v.op.name, v.shape.as_list()
-        if name not in saved:
-            raise TrainingError('%s: %s checkpoint lacks %s (wrong scale or network?)' % (prefix, what, name))
-        if list(saved[name]) != shape:
-            raise TrainingError('%s: %s checkpoint has %s of shape %s, this model needs %s (wrong scale?)'
-                                % (prefix, what, name, saved[name], shape))
+    try:
+        sr.check_checkpoint(prefix, weights(scope))
+    except sr.CheckpointError as e:
+        raise TrainingError('%s checkpoint: %s' % (what, e))
 
 
 def restore_scope(sess, prefix, scope, what):

@@ -8,10 +8,6 @@ from ops import conv2d, conv2d_sn, max_pool
 SCALES = (2, 3, 4)
 NUM_BLOCKS = 8
 CHANNELS = 64
-# 42 stacked 3x3 convolutions at LR resolution before the upsampler, plus the upsampler
-# and output convolutions: a tile needs this much LR context on every side to equal
-# the whole-image result.
-RECEPTIVE_MARGIN = 46
 
 
 def _rdb(x, name):

@@ -1,0 +1,366 @@
+"""Super-resolve a folder of images with NatSR / FRSR (or the bicubic baseline) and score them.
+
+    python test.py                       # default job: scikit-image sample photos, x4, scored
+    python test.py --gpu 0 --ref 1 --datapath LR/Set5 --labelpath HR/Set5 \\
+                   --modelpath Model --model NatSR --savepath result --save 1
+
+Models: NatSR and FRSR (x4), FRSR_x2, FRSR_x3, and `bicubic` (MATLAB bicubic, x`--scale`, 4 by
+default). The checkpoint is `<modelpath>/<model>` (the original release's `Model/NatSR.index` /
+`.data-*`), or the newest checkpoint of a folder that holds a `checkpoint` file.
+
+Images (PNG, JPEG, BMP, TIFF): gray is super-resolved as 3 equal channels and saved gray (the
+channel mean of the output); an alpha channel is upscaled with bicubic and re-attached; 16-bit
+input gives 16-bit output. Results go to `<savepath>/<model>/<stem>.png` (`bicubic_x<s>` for the
+baseline). With `--ref 1`, LR and HR images are paired by file stem (`babyx4.png` with `baby.bmp`),
+and PSNR / SSIM (Y channel, `scale` pixels shaved, HR cropped to a multiple of the scale) and, with
+`--niqe`, NIQE of the output are printed and written to `metrics.csv` beside the results.
+
+Exit status: 0 all done; 1 some images could not be read or scored (each reported by name); 2 bad
+arguments, folders or checkpoint (one line, nothing run).
+"""
+import argparse
+import csv
+import math
+import os
+import re
+import sys
+import time
+
+import numpy as np
+from tqdm import tqdm
+
+import metrics
+import sr as srlib  # TensorFlow is imported only when a network is built, after --gpu is applied
+import utils
+from imresize import imresize
+from sr import MODEL_SCALES, PRECISIONS
+
+MODELS = tuple(MODEL_SCALES) + ('bicubic',)
+DEFAULT_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'camera', 'rocket')  # skimage.data, bundled
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+
+class UsageError(Exception):
+    """Bad arguments, folders or checkpoint: reported in one line, exit status 2, nothing run."""
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description='NatSR / FRSR super-resolution of a folder of images, with PSNR / SSIM / NIQE.',
+        epilog='Without --datapath: the default job (scikit-image sample photos, downscaled, '
+               'super-resolved and scored; results saved unless --save 0).')
+    p.add_argument('--gpu', default=None,
+                   help='CUDA_VISIBLE_DEVICES for this run, e.g. 0 ("" or -1: CPU only); default: unchanged')
+    p.add_argument('--ref', type=int, nargs='?', const=1, choices=(0, 1), default=None,
+                   help='1: score against --labelpath (default: 1 when --labelpath or no --datapath is given)')
+    p.add_argument('--datapath', default=None, help='folder of LR images (default: the bundled sample job)')
+    p.add_argument('--labelpath', default=None, help='folder of HR images, paired with the LR ones by file stem')
+    p.add_argument('--modelpath', default='Model', help='checkpoint folder (default: Model)')
+    p.add_argument('--model', default='NatSR', choices=MODELS,
+                   help='NatSR, FRSR (x4), FRSR_x2, FRSR_x3, or bicubic (default: NatSR)')
+    p.add_argument('--savepath', default='result',
+                   help='results go to SAVEPATH/MODEL/ (bicubic: SAVEPATH/bicubic_x<scale>/; default: result)')
+    p.add_argument('--save', type=int, nargs='?', const=1, choices=(0, 1), default=None,
+                   help='1 (or bare --save): write the SR images as PNG (default: 1 for the default job, else 0)')
+    p.add_argument('--scale', type=int, default=None,
+                   help='upscaling factor of bicubic (default 4); a network model fixes its own')
+    p.add_argument('--tile', type=int, default=None,
+                   help='super-resolve in LR tiles of TILE pixels (plus 46 pixels of context on each side); '
+                        'default: whole images, tiles only when an image would not fit in memory')
+    p.add_argument('--niqe', action='store_true', help='also compute NIQE of every output (slow)')
+    p.add_argument('--precision', default='fp32', choices=PRECISIONS, help='arithmetic of the network')
+    p.add_argument('--csv', default=None, help='metrics CSV path (default: SAVEPATH/MODEL/metrics.csv)')
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------- jobs
+
+class Item(object):
+    """One image of the job: its display name, output stem, and `load()` -> (LR, HR or None),
+    which may raise utils.ImageError."""
+
+    def __init__(self, name, stem, load):
+        self.name, self.stem, self.load = name, stem, load
+
+
+def _stem(path):
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def _names(paths, limit=5):
+    names = [os.path.basename(p) for p in paths]
+    return ', '.join(names[:limit]) + (' ... (+%d more)' % (len(names) - limit) if len(names) > limit else '')
+
+
+def list_folder(folder, what):
+    try:
+        files = utils.list_images(folder)
+    except FileNotFoundError:
+        raise UsageError('%s folder %s: no such folder' % (what, folder))
+    if not files:
+        raise UsageError('%s folder %s: no images (%s)' % (what, folder, ' '.join(utils.IMAGE_EXTS)))
+    return files
+
+
+def pair_files(lr_files, hr_files, scale):
+    """[(lr, hr)] paired by stem; an LR stem may end in x<scale> (babyx4, baby_x4). UsageError on mismatch."""
+    hr_by_stem = {}
+    for path in hr_files:
+        if _stem(path) in hr_by_stem:
+            raise UsageError('HR images %s and %s have the same name' % (hr_by_stem[_stem(path)], path))
+        hr_by_stem[_stem(path)] = path
+    suffix = re.compile(r'[_-]?[xX]%d$' % scale)
+    pairs, lone_lr, used = [], [], {}
+    for lr in lr_files:
+        stem = _stem(lr)
+        key = stem if stem in hr_by_stem else suffix.sub('', stem)
+        if key not in hr_by_stem:
+            lone_lr.append(lr)
+        elif key in used:
+            raise UsageError('LR images %s and %s both pair with HR %s'
+                             % (os.path.basename(used[key]), os.path.basename(lr), hr_by_stem[key]))
+        else:
+            used[key] = lr
+            pairs.append((lr, hr_by_stem[key]))
+    lone_hr = [p for s, p in sorted(hr_by_stem.items()) if s not in used]
+    if lone_lr or lone_hr:
+        parts = ['%d LR vs %d HR images' % (len(lr_files), len(hr_files))]
+        if lone_lr:
+            parts.append('no HR image for %s' % _names(lone_lr))
+        if lone_hr:
+            parts.append('no LR image for %s' % _names(lone_hr))
+        raise UsageError('LR and HR folders do not match (pairing by file stem, LR may end in x%d): %s'
+                         % (scale, '; '.join(parts)))
+    return pairs
+
+
+def folder_items(args, scale, ref):
+    lr_files = list_folder(args.datapath, 'LR')
+    pairs = (pair_files(lr_files, list_folder(args.labelpath, 'HR'), scale) if ref
+             else [(f, None) for f in lr_files])
+    return [Item(os.path.basename(lr), _stem(lr),
+                 lambda lr=lr, hr=hr: (utils.read_image(lr), utils.read_image(hr) if hr else None))
+            for lr, hr in pairs]
+
+
+def default_items(scale):
+    """scikit-image's bundled sample photos: HR = modcrop(photo), LR = MATLAB bicubic downscale (uint8)."""
+    def load(name):
+        import skimage.data
+        hr = metrics.modcrop(getattr(skimage.data, name)(), scale)
+        return imresize(hr, 1.0 / scale), hr
+
+    return [Item(name, name, lambda n=name: load(n)) for name in DEFAULT_PHOTOS]
+
+
+# ---------------------------------------------------------------- images
+
+def upscale_image(img, scale, sr_rgb):
+    """uint8 / uint16 HxW or HxWx{3,4} -> SR image of the same type and layout.
+
+    `sr_rgb` maps float RGB [h, w, 3] in [0, 1] to [sh, sw, 3]. Gray goes in as 3 equal channels
+    and comes out as the channel mean; alpha is upscaled with bicubic and re-attached.
+    """
+    out = np.clip(sr_rgb(utils.to_float(utils.to_rgb(img))), 0.0, 1.0)
+    if img.ndim == 2:
+        out = out.mean(axis=2)
+    elif img.shape[2] == 4:
+        alpha = imresize(utils.to_float(img[:, :, 3]), scale)
+        out = np.dstack([out, np.clip(alpha, 0.0, 1.0)])
+    return utils.to_uint(out, img.dtype)
+
+
+def to_uint8_rgb(img):
+    """What the metrics score: uint8 (16-bit: round(x / 257)), RGB (gray repeated, alpha dropped)."""
+    if img.dtype == np.uint16:
+        img = np.round(img / 257.0).astype(np.uint8)
+    return utils.to_rgb(img)
+
+
+def score(sr, hr, scale, name, with_ref, with_niqe):
+    """Metrics of one result: psnr / ssim against modcrop(hr) (common size), niqe of sr."""
+    row = {}
+    sr8 = to_uint8_rgb(sr)
+    if with_ref:
+        hr8 = metrics.modcrop(to_uint8_rgb(hr), scale)
+        h, w = min(sr8.shape[0], hr8.shape[0]), min(sr8.shape[1], hr8.shape[1])
+        row['psnr'] = metrics.psnr(sr8[:h, :w], hr8[:h, :w], scale)
+        row['ssim'] = metrics.ssim(sr8[:h, :w], hr8[:h, :w], scale)
+    if with_niqe:
+        try:
+            row['niqe'] = metrics.niqe(sr8, shave=scale)
+        except ValueError as e:
+            warn('warning: %s: no NIQE (%s)' % (name, e))
+            row['niqe'] = math.nan
+    return row
+
+
+def check_sizes(lr, hr, scale):
+    """A message when modcrop(hr) is not about scale x lr (wrong --scale or a wrong pair), else None."""
+    want = (lr.shape[0] * scale, lr.shape[1] * scale)
+    have = (hr.shape[0] - hr.shape[0] % scale, hr.shape[1] - hr.shape[1] % scale)
+    if abs(want[0] - have[0]) > scale or abs(want[1] - have[1]) > scale:
+        return ('LR %dx%d at x%d gives %dx%d, but the HR image is %dx%d (wrong scale or wrong pair?)'
+                % (lr.shape[1], lr.shape[0], scale, want[1], want[0], hr.shape[1], hr.shape[0]))
+    return None
+
+
+# ---------------------------------------------------------------- output
+
+def warn(msg):
+    tqdm.write(msg, file=sys.stderr)
+
+
+def print_table(rows, columns):
+    width = max([len('image'), len('mean')] + [len(r['image']) for r in rows])
+    fmt = {'psnr': ('PSNR', '%7.2f'), 'ssim': ('SSIM', '%7.4f'), 'niqe': ('NIQE', '%7.4f')}
+    print('%-*s' % (width, 'image') + ''.join('  %7s' % fmt[c][0] for c in columns))
+    for r in rows:
+        print('%-*s' % (width, r['image']) + ''.join('  ' + fmt[c][1] % r[c] for c in columns))
+
+
+def write_csv(path, rows, columns):
+    with utils.atomic_path(path) as tmp:
+        with open(tmp, 'w', newline='') as f:
+            w = csv.writer(f)
+            w.writerow(['image'] + columns)
+            for r in rows:
+                w.writerow([r['image']] + ['%.6f' % r[c] for c in columns])
+
+
+def mean_row(rows, columns):
+    row = {'image': 'mean'}
+    for c in columns:
+        vals = [r[c] for r in rows if not math.isnan(r[c])]
+        row[c] = float(np.mean(vals)) if vals else math.nan
+    return row
+
+
+# ---------------------------------------------------------------- main
+
+def job_settings(args):
+    """(scale, default_job, ref, save) from the arguments; UsageError when they conflict."""
+    if args.model == 'bicubic':
+        scale = 4 if args.scale is None else args.scale
+        if scale < 2:
+            raise UsageError('--scale must be an integer >= 2, not %d' % scale)
+    else:
+        scale = MODEL_SCALES[args.model]
+        if args.scale is not None and args.scale != scale:
+            raise UsageError('--scale %d conflicts with --model %s, which is x%d (--scale is for bicubic; '
+                             'FRSR_x2 / FRSR_x3 are the x2 / x3 models)' % (args.scale, args.model, scale))
+    if args.tile is not None and args.tile < 1:
+        raise UsageError('--tile must be a positive number of LR pixels, not %d' % args.tile)
+    default_job = args.datapath is None
+    if default_job and args.labelpath:
+        raise UsageError('--labelpath needs --datapath (the LR folder)')
+    ref = args.ref if args.ref is not None else int(default_job or bool(args.labelpath))
+    if ref and not default_job and not args.labelpath:
+        raise UsageError('--ref 1 needs --labelpath (the HR folder)')
+    save = args.save if args.save is not None else int(default_job)
+    return scale, default_job, ref, save
+
+
+def run(args):
+    # Arguments and folders first: nothing is built or written before they all hold.
+    scale, default_job, ref, save = job_settings(args)
+    items = default_items(scale) if default_job else folder_items(args, scale, ref)
+    if save:
+        stems = {}
+        for it in items:
+            if it.stem in stems:
+                raise UsageError('%s and %s would both be saved as %s.png' % (stems[it.stem], it.name, it.stem))
+            stems[it.stem] = it.name
+
+    model, prefix = args.model, None
+    if model != 'bicubic':
+        try:
+            prefix = srlib.find_checkpoint(args.modelpath, model)
+        except srlib.CheckpointError as e:
+            if not default_job:
+                raise UsageError(str(e))
+            print('note: no trained model is shipped yet in %s/ (%s); running the bicubic baseline instead'
+                  % (args.modelpath.rstrip('/'), e))
+            model = 'bicubic'
+    folder = model if model != 'bicubic' else 'bicubic_x%d' % scale
+    outdir = os.path.join(args.savepath, folder)
+    columns = (['psnr', 'ssim'] if ref else []) + (['niqe'] if args.niqe else [])
+
+    print('job: %s, %d image%s, x%d' % ('bundled sample photos (scikit-image)' if default_job else args.datapath,
+                                        len(items), '' if len(items) == 1 else 's', scale))
+    gen = None
+    if model == 'bicubic':
+        print('model: bicubic (MATLAB imresize), x%d' % scale)
+        print('device: CPU (bicubic runs in numpy)')
+        sr_rgb = lambda rgb: imresize(rgb, scale)  # noqa: E731
+        if args.tile:
+            print('note: --tile has no effect on bicubic')
+    else:
+        print('model: %s, x%d, checkpoint %s, %s' % (model, scale, prefix, args.precision))
+        try:
+            gen = srlib.Generator(scale, prefix, precision=args.precision)
+        except srlib.CheckpointError as e:
+            raise UsageError(str(e))
+        print('device: %s' % gen.device)
+        sr_rgb = lambda rgb: gen(rgb, tile=args.tile)  # noqa: E731
+    sys.stdout.flush()
+
+    rows, failed, saved, seconds = [], 0, 0, 0.0
+    for it in tqdm(items, desc=folder, unit='img', file=sys.stderr):
+        try:
+            lr, hr = it.load()
+            problem = check_sizes(lr, hr, scale) if ref else None
+            if problem:
+                raise utils.ImageError('%s: %s' % (it.name, problem))
+            t = time.time()
+            out = upscale_image(lr, scale, sr_rgb)
+            seconds += time.time() - t
+            if gen is not None and args.tile is None and gen.last_tile:
+                warn('note: %s is too large for memory as a whole: super-resolved in tiles of %d LR pixels'
+                     % (it.name, gen.last_tile))
+        except utils.ImageError as e:
+            warn('error: %s' % e)
+            failed += 1
+            continue
+        if save:
+            utils.save_image(os.path.join(outdir, it.stem + '.png'), out)
+            saved += 1
+        if columns:
+            rows.append(dict(image=it.name, **score(out, hr, scale, it.name, ref, args.niqe)))
+
+    done = len(items) - failed
+    if rows:
+        rows.append(mean_row(rows, columns))
+        print_table(rows, columns)
+        csv_path = args.csv or os.path.join(outdir, 'metrics.csv')
+        write_csv(csv_path, rows, columns)
+        print('metrics: %s' % csv_path)
+    if saved:
+        print('saved %d image%s to %s' % (saved, '' if saved == 1 else 's', outdir))
+    if done:
+        print('%d image%s super-resolved in %.2f s (%.3f s per image)'
+              % (done, '' if done == 1 else 's', seconds, seconds / done))
+    if failed:
+        print('error: %d of %d images failed (see above)' % (failed, len(items)), file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.gpu is not None:
+        os.environ['CUDA_VISIBLE_DEVICES'] = '' if args.gpu.strip() == '-1' else args.gpu
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    try:
+        return run(args)
+    except UsageError as e:
+        sys.stdout.flush()
+        print('error: %s' % e, file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print('interrupted', file=sys.stderr)
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())

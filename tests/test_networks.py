@@ -1,0 +1,110 @@
+"""The networks against the original release: variable names / shapes / dtypes, weights saved
+from the original graph, and spectral normalisation."""
+import functools
+import os
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+import ops  # noqa: F401  (graph mode)
+from conftest import shared_path
+from model import FRACTAL, NMD
+
+ORIGINAL = ('reference', 'natsr-original')
+# what the original checkpoints hold beside the network weights
+NOT_WEIGHTS = ('beta1_power', 'beta2_power', 'global_step', 'noise_sigma', 'alpha')
+
+
+def original_variables(name):
+    """{name: (shape, dtype)} of the original checkpoint's network weights (.index only)."""
+    reader = tf.train.load_checkpoint(os.path.join(shared_path(*ORIGINAL), name))
+    shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    return {n: (list(shapes[n]), dtypes[n].name) for n in shapes
+            if n.split('/')[-1] not in NOT_WEIGHTS and '/Adam' not in n}
+
+
+@functools.lru_cache(maxsize=None)
+def our_variables(network):
+    """{name: (shape, dtype)} of every variable a tf.train.Saver of a fresh graph would save.
+
+    `network`: 2, 3, 4 (FRACTAL at that scale) or 'NMD'."""
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [None, None, None, 3])
+        NMD(x) if network == 'NMD' else FRACTAL(x, network)
+        # what a default tf.train.Saver() saves
+        saveable = tf.global_variables() + tf.get_collection(tf.GraphKeys.SAVEABLE_OBJECTS)
+        return {v.op.name: (v.get_shape().as_list(), v.dtype.base_dtype.name) for v in saveable}
+
+
+@pytest.mark.parametrize('name, network', [('FRSR', 4), ('NatSR', 4), ('FRSR_x2', 2), ('FRSR_x3', 3),
+                                           ('NMD', 'NMD')])
+def test_variables_match_original_checkpoint(name, network):
+    want = original_variables(name)
+    have = our_variables(network)
+    missing = sorted(set(want) - set(have))
+    extra = sorted(set(have) - set(want))
+    assert not missing and not extra, 'missing %s, extra %s' % (missing[:5], extra[:5])
+    wrong = {n: (have[n], want[n]) for n in want if have[n] != want[n]}
+    assert not wrong, wrong
+    assert all(dtype == 'float32' for _, dtype in want.values())
+
+
+def save_from_original_graph(name, prefix, inputs, seed=0):
+    """Import the original MetaGraph, give it random weights (non-zero biases too), save them with
+    its own Saver to `prefix`; returns the original graph's outputs on `inputs` ([1, h, w, 3] each)."""
+    meta = os.path.join(shared_path(*ORIGINAL), name + '.meta')
+    rng = np.random.RandomState(seed)
+    with tf.Graph().as_default():
+        tf.set_random_seed(seed)
+        saver = tf.train.import_meta_graph(meta, clear_devices=True)
+        inp, out = tf.get_collection('InNOut')
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            for v in tf.global_variables():
+                if v.op.name.endswith('/bias'):
+                    v.load(rng.normal(0, 0.02, v.get_shape().as_list()).astype(np.float32), sess)
+            ys = [sess.run(out, {inp: x}) for x in inputs]
+            saver.save(sess, prefix, write_meta_graph=False)
+    return ys
+
+
+@pytest.mark.parametrize('name, scale', [('FRSR', 4), ('FRSR_x2', 2)])
+def test_original_graph_weights_restore_into_ours(tmp_path, name, scale):
+    import sr
+    x = np.random.RandomState(1).rand(1, 12, 14, 3).astype(np.float32)
+    prefix = str(tmp_path / name)
+    want, = save_from_original_graph(name, prefix, [x])
+    assert want.shape == (1, 12 * scale, 14 * scale, 3)
+    gen = sr.Generator(scale, prefix)
+    try:
+        got = gen.sess.run(gen.output, {gen.input: x})
+    finally:
+        gen.close()
+    assert np.abs(got - want).max() < 1e-5
+    assert want.std() > 1e-3  # a real signal went through, not a constant
+
+
+def test_spectral_norm_converges_and_u_is_not_trainable():
+    rng = np.random.RandomState(0)
+    with tf.Graph().as_default() as g:
+        tf.set_random_seed(0)
+        x = tf.placeholder(tf.float32, [1, 8, 8, 16])
+        y = ops.conv2d_sn(x, 32, 3, 1, act='lrelu', name='sn')
+        u = [v for v in tf.global_variables() if v.op.name == 'sn/u']
+        assert len(u) == 1 and u[0].get_shape().as_list() == [1, 32]
+        assert u[0] not in tf.trainable_variables()
+        assert {v.op.name for v in tf.trainable_variables()} == {'sn/kernel', 'sn/bias'}
+        conv = [op for op in g.get_operations() if op.type == 'Conv2D']
+        assert len(conv) == 1
+        w_sn = conv[0].inputs[1]   # the normalised kernel the convolution uses
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            u0 = sess.run(u[0])
+            feed = {x: rng.rand(1, 8, 8, 16)}
+            for _ in range(200):
+                sess.run(y, feed)
+            assert np.abs(sess.run(u[0]) - u0).max() > 1e-3  # the forward pass updates u in place
+            w = sess.run(w_sn)
+    sigma = np.linalg.svd(w.reshape(-1, 32), compute_uv=False)[0]
+    assert abs(sigma - 1.0) < 1e-3
