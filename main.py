@@ -3,8 +3,12 @@
     python main.py --model FRSR --gpu 0 --trial 0 --tfrecord_path train_SR_X4.tfrecord
     python main.py --model NatSR --frsr_checkpoint Model/FRSR --nmd_checkpoint Model/NMD
     python main.py --model FRSR --export Model/FRSR     # ship the GEN weights of the trial
+    python main.py --model FRSR --strategy mirrored     # all GPUs of this machine (--num_gpus N)
+    TF_CONFIG='{"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", "index": 0}}' \
+        python main.py --model FRSR --strategy multiworker  # one such command on each machine
 
-Every constant of config.py is a flag (--batch_size, --learning_rate, --scale, ...).
+Every constant of config.py is a flag (--batch_size, --learning_rate, --scale, ...); --batch_size
+is the global batch, split evenly over the replicas of --strategy (see distribute.py).
 """
 import os
 import sys
@@ -14,11 +18,12 @@ import loop  # noqa: E402
 
 loop.select_gpu(sys.argv)
 import config  # noqa: E402
+import distribute  # noqa: E402
 import train  # noqa: E402
 
 
 def main(argv=None):
-    parser = loop.config_parser(config, __doc__.split('\n')[0])
+    parser = distribute.add_flags(loop.config_parser(config, __doc__.split('\n')[0]))
     parser.add_argument('--export', metavar='PREFIX', default=None,
                         help='write the GEN weights of the trial (latest or --step) to PREFIX, e.g. Model/FRSR, and exit')
     args = parser.parse_args(argv)

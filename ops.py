@@ -59,12 +59,13 @@ def spectral_norm(kernel):
 
     The estimate `u` [1, out] is a non-trainable variable, updated in place every time
     the normalised kernel is evaluated (Miyato et al. 2018; u and v are constants for
-    the gradient).
+    the gradient). Under a tf.distribute strategy every replica computes the same `u_hat`
+    (same `u`, same kernel): the first replica's is kept (ONLY_FIRST_REPLICA, ignored otherwise).
     """
     shape = kernel.get_shape().as_list()
     w = tf.reshape(kernel, [-1, shape[-1]])
     u = tf.get_variable('u', [1, shape[-1]], initializer=tf.truncated_normal_initializer(),
-                        trainable=False)
+                        trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
     v_hat = tf.stop_gradient(l2_normalize(tf.matmul(u, w, transpose_b=True)))
     u_hat = tf.stop_gradient(l2_normalize(tf.matmul(v_hat, w)))
     sigma = tf.matmul(tf.matmul(v_hat, w), u_hat, transpose_b=True)

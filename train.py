@@ -1,8 +1,11 @@
 """FRSR pre-training (L1) and NatSR fine-tuning (L1 + naturalness + RaGAN), graph mode."""
 import os
+import shutil
+import tempfile
 
 import tensorflow.compat.v1 as tf
 
+import distribute
 import loop
 from generate_Dataset import records
 from model import FRACTAL, NMD, Discriminator
@@ -15,9 +18,10 @@ def bce(logits, label):
 
 
 def ragan_losses(c_real, c_fake):
-    """Relativistic average GAN: returns (L_D, L_G) from the DIS logits of HR and SR."""
-    d_real = c_real - tf.reduce_mean(c_fake)
-    d_fake = c_fake - tf.reduce_mean(c_real)
+    """Relativistic average GAN: returns (L_D, L_G) from the DIS logits of HR and SR.
+    The batch means are over the global batch (all replicas) under a tf.distribute strategy."""
+    d_real = c_real - distribute.global_mean(c_fake)
+    d_fake = c_fake - distribute.global_mean(c_real)
     return bce(d_real, 1) + bce(d_fake, 0), bce(d_fake, 1) + bce(d_real, 0)
 
 
@@ -29,60 +33,79 @@ def learning_rate(step, args):
 
 
 class Trainer(object):
-    """Builds the training graph of `args.model` ('FRSR' or 'NatSR') on a batch (lr, hr)."""
+    """Builds the training graph of `args.model` ('FRSR' or 'NatSR') on a batch (lr, hr).
 
-    def __init__(self, args, lr, hr):
+    Without `strategy`, on one device. With a tf.distribute `strategy` (build under its scope),
+    (lr, hr) are the replicas' shares of the global batch and `replica_step` runs on every
+    replica; the losses below are then means over the global batch.
+    """
+
+    def __init__(self, args, lr, hr, strategy=None):
         self.args = args
         self.step = tf.train.get_or_create_global_step()
         self.lr_rate = learning_rate(self.step, args)
-        self.gen = FRACTAL(lr, args.scale)
-        sr = self.gen.output
-        self.loss_recon = tf.reduce_mean(tf.abs(sr - hr))
-        gen_vars = tf.trainable_variables('GEN/')
+        self.opt_g = tf.train.AdamOptimizer(self.lr_rate, beta1=args.beta1)
+        self.opt_d = tf.train.AdamOptimizer(self.lr_rate, beta1=args.beta1, name='Adam_D')  # NatSR
+        if strategy is None:
+            out = self.replica_step(lr, hr)
+        else:
+            out = distribute.merge(strategy, strategy.run(self.replica_step, (lr, hr)))
+            lr, hr = distribute.first_replica(strategy, lr), distribute.first_replica(strategy, hr)
+        self.train_op, self.loss_recon = out['train'], out['l1']
+        self.fetches = {'train': self.train_op, 'l1': self.loss_recon}
         summaries = [tf.summary.scalar('learning_rate', self.lr_rate),
                      tf.summary.scalar('loss/recon', self.loss_recon)]
-        if args.model == 'FRSR':
-            self.loss_g = self.loss_recon
-            opt_g = tf.train.AdamOptimizer(self.lr_rate, beta1=args.beta1)
-            self.train_op = opt_g.minimize(self.loss_g, var_list=gen_vars, global_step=self.step)
-            self.fetches = {'train': self.train_op, 'l1': self.loss_recon}
-        else:
-            # D step on this batch: SR is a constant for DIS.
-            c_real = Discriminator(hr).logit
-            c_fake = Discriminator(tf.stop_gradient(sr), reuse=True).logit
-            self.loss_d, _ = ragan_losses(c_real, c_fake)
-            opt_d = tf.train.AdamOptimizer(self.lr_rate, beta1=args.beta1, name='Adam_D')
-            self.d_train = opt_d.minimize(self.loss_d, var_list=tf.trainable_variables('DIS/'))
-            # G step on the same batch, scored by the updated DIS and the frozen NMD.
-            with tf.control_dependencies([self.d_train]):
-                c_real = Discriminator(hr, reuse=True).logit
-                c_fake = Discriminator(sr, reuse=True).logit
-                _, self.loss_gan = ragan_losses(c_real, c_fake)
-                self.nmd_score = NMD(sr).output
-                self.loss_nat = -tf.reduce_mean(tf.log(self.nmd_score + 1e-10))
-                self.loss_g = (self.loss_recon + args.nat_weight * self.loss_nat
-                               + args.gan_weight * self.loss_gan)
-            opt_g = tf.train.AdamOptimizer(self.lr_rate, beta1=args.beta1)
-            self.train_op = opt_g.minimize(self.loss_g, var_list=gen_vars, global_step=self.step)
-            self.fetches = {'train': self.train_op, 'l1': self.loss_recon, 'nat': self.loss_nat,
-                            'g_gan': self.loss_gan, 'd': self.loss_d}
+        if args.model == 'NatSR':
+            self.d_train, self.loss_d, self.loss_nat, self.loss_gan, self.loss_g = (
+                out['d_train'], out['d'], out['nat'], out['g_gan'], out['g'])
+            self.fetches.update(nat=self.loss_nat, g_gan=self.loss_gan, d=self.loss_d)
             summaries += [tf.summary.scalar('loss/naturalness', self.loss_nat),
                           tf.summary.scalar('loss/gan_G', self.loss_gan),
                           tf.summary.scalar('loss/gan_D', self.loss_d),
                           tf.summary.scalar('loss/total_G', self.loss_g),
-                          tf.summary.scalar('nmd_score', tf.reduce_mean(self.nmd_score))]
+                          tf.summary.scalar('nmd_score', out['nmd_score'])]
         clip = lambda t: tf.clip_by_value(t, 0.0, 1.0)
-        summaries += [tf.summary.image('input', clip(lr), 3), tf.summary.image('output', clip(sr), 3),
+        summaries += [tf.summary.image('input', clip(lr), 3), tf.summary.image('output', clip(out['sr']), 3),
                       tf.summary.image('label', hr, 3)]
         self.summary = tf.summary.merge(summaries)
+
+    def replica_step(self, lr, hr):
+        """One iteration on the batch (under a strategy: this replica's share of it). Each loss is
+        a mean over that batch; `distribute.replica_share` makes the summed gradients of the
+        replicas those of the global-batch mean. Returns the train ops, losses and SR output."""
+        args = self.args
+        sr = FRACTAL(lr, args.scale).output
+        loss_recon = tf.reduce_mean(tf.abs(sr - hr))
+        gen_vars = tf.trainable_variables('GEN/')
+        if args.model == 'FRSR':
+            train = self.opt_g.minimize(distribute.replica_share(loss_recon), var_list=gen_vars,
+                                        global_step=self.step)
+            return {'train': train, 'l1': loss_recon, 'sr': sr}
+        # D step on this batch: SR is a constant for DIS.
+        c_real = Discriminator(hr).logit
+        c_fake = Discriminator(tf.stop_gradient(sr), reuse=True).logit
+        loss_d, _ = ragan_losses(c_real, c_fake)
+        d_train = self.opt_d.minimize(distribute.replica_share(loss_d), var_list=tf.trainable_variables('DIS/'))
+        # G step on the same batch, scored by the updated DIS and the frozen NMD.
+        with tf.control_dependencies([d_train]):
+            c_real = Discriminator(hr, reuse=True).logit
+            c_fake = Discriminator(sr, reuse=True).logit
+            _, loss_gan = ragan_losses(c_real, c_fake)
+            nmd_score = NMD(sr).output
+            loss_nat = -tf.reduce_mean(tf.log(nmd_score + 1e-10))
+            loss_g = loss_recon + args.nat_weight * loss_nat + args.gan_weight * loss_gan
+        train = self.opt_g.minimize(distribute.replica_share(loss_g), var_list=gen_vars, global_step=self.step)
+        return {'train': train, 'd_train': d_train, 'l1': loss_recon, 'nat': loss_nat, 'g_gan': loss_gan,
+                'd': loss_d, 'g': loss_g, 'nmd_score': tf.reduce_mean(nmd_score), 'sr': sr}
 
 
 def run_name(args):
     return '%s_x%d_trial%d' % (args.model, args.scale, args.trial)
 
 
-def load_data(args):
-    """The training batches, checked against the model: kind, scale and patch size."""
+def load_data(args, replicas=1):
+    """The dataset of training batches, checked against the model (kind, scale, patch size) and
+    the replicas (the global batch is split evenly among them)."""
     try:
         meta = records.load_sidecar(args.tfrecord_path)
     except ValueError as e:
@@ -97,37 +120,54 @@ def load_data(args):
         raise loop.TrainingError('%s: holds %d-pixel HR patches, --patch_size is %d (pass --patch_size %d)'
                                  % (args.tfrecord_path, meta['label_shape'][0], args.patch_size,
                                     meta['label_shape'][0]))
-    ds, meta = records.dataset(args.tfrecord_path, args.batch_size, seed=args.seed)
-    lr, hr = tf.data.make_one_shot_iterator(ds).get_next()
-    return lr, hr, meta
+    if args.batch_size % replicas:
+        raise loop.TrainingError('--batch_size %d does not split evenly over %d replicas'
+                                 % (args.batch_size, replicas))
+    return records.dataset(args.tfrecord_path, args.batch_size, seed=args.seed)
 
 
 def train(args):
-    """Train FRSR or NatSR as `args` says; resumes the trial's latest checkpoint."""
+    """Train FRSR or NatSR as `args` says (--strategy: on one device, the GPUs of this machine or
+    several machines); resumes the trial's latest checkpoint. Under multiworker, the chief alone
+    writes checkpoints and summaries in the trial's folder."""
     if args.model not in ('FRSR', 'NatSR'):
         raise loop.TrainingError('--model must be FRSR or NatSR, not %r' % args.model)
     trial_dir = os.path.join(args.checkpoint_dir, run_name(args))
     tf.reset_default_graph()
     tf.set_random_seed(args.seed)
-    lr, hr, meta = load_data(args)
-    trainer = Trainer(args, lr, hr)
-    saver = tf.train.Saver(max_to_keep=5)
-    print('device: %s; %s x%d on %s (%d patches, HR %dx%d, batch %d); checkpoints in %s'
-          % (loop.device_name(), args.model, args.scale, args.tfrecord_path, meta['count'],
-             meta['label_shape'][0], meta['label_shape'][1], args.batch_size, trial_dir))
-    with tf.Session(config=loop.session_config()) as sess:
-        sess.run(tf.global_variables_initializer())
-        prefix = loop.resume(sess, saver, trial_dir, args.step)
-        if prefix:
-            print('resumed from %s' % prefix)
-        elif args.model == 'NatSR':
-            loop.restore_scope(sess, args.frsr_checkpoint, 'GEN', 'FRSR')
-            loop.restore_scope(sess, args.nmd_checkpoint, 'CLASSIFIER', 'NMD')
-            print('GEN from %s, CLASSIFIER from %s (frozen), DIS from scratch'
-                  % (args.frsr_checkpoint, args.nmd_checkpoint))
-        writer = tf.summary.FileWriter(trial_dir, sess.graph if not prefix else None)
-        return loop.train_loop(sess, trainer.fetches, trainer.step, saver, trial_dir, args.max_steps,
-                               args.checkpoint_interval, trainer.summary, writer, args.summary_interval)
+    cluster = distribute.cluster(args)
+    ds, meta = load_data(args, cluster.replicas)
+    with cluster.scope():
+        lr, hr, data_init = cluster.batches(ds)
+        trainer = Trainer(args, lr, hr, cluster.strategy)
+        saver = tf.train.Saver(max_to_keep=5)
+        same_step = cluster.same_step_everywhere(trainer.step)
+    print('device: %s; %s x%d on %s (%d patches, HR %dx%d, batch %d); checkpoints %sin %s'
+          % (cluster.description, args.model, args.scale, args.tfrecord_path, meta['count'],
+             meta['label_shape'][0], meta['label_shape'][1], args.batch_size,
+             '' if cluster.is_chief else 'by the chief ', trial_dir))
+    out_dir = trial_dir if cluster.is_chief else tempfile.mkdtemp(prefix='natsr-worker-')
+    try:
+        with cluster.session() as sess:
+            sess.run([tf.global_variables_initializer(), data_init])
+            prefix = loop.resume(sess, saver, trial_dir, args.step)
+            if prefix:
+                print('resumed from %s' % prefix)
+            elif args.model == 'NatSR':
+                loop.restore_scope(sess, args.frsr_checkpoint, 'GEN', 'FRSR')
+                loop.restore_scope(sess, args.nmd_checkpoint, 'CLASSIFIER', 'NMD')
+                print('GEN from %s, CLASSIFIER from %s (frozen), DIS from scratch'
+                      % (args.frsr_checkpoint, args.nmd_checkpoint))
+            if same_step is not None and not sess.run(same_step):
+                raise loop.TrainingError('the workers resumed from different steps: every worker must see the '
+                                         "chief's trial folder %s (a shared file system)" % trial_dir)
+            # every worker runs the same steps (the summaries' cross-worker means included)
+            writer = tf.summary.FileWriter(out_dir, sess.graph if not prefix and cluster.is_chief else None)
+            return loop.train_loop(sess, trainer.fetches, trainer.step, saver, out_dir, args.max_steps,
+                                   args.checkpoint_interval, trainer.summary, writer, args.summary_interval)
+    finally:
+        if out_dir != trial_dir:  # a non-chief worker's checkpoints and summaries: thrown away (TF's advice)
+            shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def export(args, out_prefix):
