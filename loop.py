@@ -33,6 +33,9 @@ def config_parser(config, description):
     p.add_argument('--gpu', default=None, help='GPU index to use (sets CUDA_VISIBLE_DEVICES); CPU when none is visible')
     p.add_argument('--trial', type=int, default=0, help='trial number: checkpoints and logs go to <checkpoint_dir>/<run>_trial<N>')
     p.add_argument('--step', type=int, default=None, help='resume from the checkpoint of this step (default: the latest of the trial)')
+    p.add_argument('--precision', default='fp32', choices=sr.TRAIN_PRECISIONS,
+                   help='bf16: mixed precision (bf16 compute, fp32 weights and loss) on CPUs with AVX512_BF16 / '
+                        'AMX-BF16; default: %(default)s')
     for name in sorted(n for n in dir(config) if n.isupper()):
         value = getattr(config, name)
         kind = str2bool if isinstance(value, bool) else (type(value) if value is not None else str)
@@ -49,10 +52,19 @@ def select_gpu(argv):
             os.environ['CUDA_VISIBLE_DEVICES'] = a.split('=', 1)[1]
 
 
-def session_config():
+def session_config(precision='fp32'):
     cfg = tf.ConfigProto(allow_soft_placement=True)
     cfg.gpu_options.allow_growth = True
-    return cfg
+    return apply_precision(cfg, precision) if precision != 'fp32' else cfg
+
+
+def apply_precision(cfg, precision):
+    """Set a training session's ConfigProto `cfg` for --precision (sr.TRAIN_PRECISIONS); a
+    TrainingError (one line) where this machine cannot run it, never a silent fp32 fallback."""
+    try:
+        return sr.apply_plan(cfg, sr.check_precision(precision, training=True))
+    except sr.PrecisionError as e:
+        raise TrainingError(str(e))
 
 
 def weights(scope):

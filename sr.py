@@ -8,7 +8,14 @@ Tiling: the LR image is cut into cores of `tile` x `tile` pixels; each core is r
 the image border, where the network's own zero padding then sees the true border), and only
 the core's part of the output is kept. The generator's receptive field is 44 LR pixels
 (42 LR convolutions + conv_up1, then conv_up2 and conv_out at 2x / 4x), so the stitched result
-equals the whole-image result up to float rounding.
+equals the whole-image result up to float rounding. Tiles whose context boxes have the same
+shape (all interior tiles, and the border tiles of each side) run together in one batch.
+
+Precision (`PRECISIONS`): fp32 (default, exact IEEE single precision, also on GPUs, where
+TensorFloat-32 is turned off); tf32 (NVIDIA GPUs of compute capability >= 8.0); fp16 (NVIDIA
+GPUs >= 7.0: grappler's auto_mixed_precision); bf16 (CPUs with AVX512_BF16 or AMX-BF16: grappler's
+oneDNN bfloat16 rewrite; NVIDIA GPUs >= 8.0: the graph is built in bfloat16, weights cast on read).
+Anything else is a PrecisionError naming what is missing: never a silent fallback to fp32.
 """
 import glob
 import math
@@ -18,7 +25,9 @@ import re
 import numpy as np
 
 MODEL_SCALES = {'NatSR': 4, 'FRSR': 4, 'FRSR_x2': 2, 'FRSR_x3': 3}
-PRECISIONS = ('fp32',)  # later: 'bf16', 'fp16'
+PRECISIONS = ('fp32', 'tf32', 'bf16', 'fp16')  # test.py --precision
+TRAIN_PRECISIONS = ('fp32', 'bf16')              # the trainers' --precision (mixed: fp32 weights and loss)
+CPU_BF16_FLAGS = ('avx512_bf16', 'amx_bf16')     # /proc/cpuinfo flags of CPUs with bfloat16 arithmetic
 RECEPTIVE_MARGIN = 46   # LR context a tile needs on every side (>= the 44-pixel receptive field)
 MIN_TILE = 32
 
@@ -29,6 +38,10 @@ BYTES_PER_LR_PIXEL = {2: 8 << 10, 3: 12 << 10, 4: 16 << 10}
 
 class CheckpointError(Exception):
     """A checkpoint that is missing or does not fit the graph; the message is one line."""
+
+
+class PrecisionError(ValueError):
+    """A precision this machine (or this use) does not support; the message is one line."""
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -88,23 +101,45 @@ def tile_boxes(h, w, tile, margin=RECEPTIVE_MARGIN):
                    (max(0, y0 - margin), min(h, y1 + margin), max(0, x0 - margin), min(w, x1 + margin)))
 
 
-def super_resolve(sess, x_ph, y, lr, scale, tile=None, margin=RECEPTIVE_MARGIN):
+def tiled(run, lr, scale, tile, margin=RECEPTIVE_MARGIN, batch=1):
+    """Stitch the SR of `lr` [H, W, C] from tiles (see tile_boxes); `run` maps a batch of LR boxes
+    [N, h, w, C] to their SR [N, sh, sw, C]. Tiles whose context boxes have the same shape run
+    together, at most `batch` per call; the order of the calls does not change the result."""
+    h, w = lr.shape[:2]
+    s = scale
+    out = np.empty((h * s, w * s, lr.shape[2]), np.float32)
+    groups = {}
+    for core, ctx in tile_boxes(h, w, tile, margin):
+        groups.setdefault((ctx[1] - ctx[0], ctx[3] - ctx[2]), []).append((core, ctx))
+    batch = max(1, int(batch or 1))
+    for boxes in groups.values():
+        for i in range(0, len(boxes), batch):
+            chunk = boxes[i:i + batch]
+            parts = run(np.stack([lr[cy0:cy1, cx0:cx1] for _, (cy0, cy1, cx0, cx1) in chunk]))
+            for part, ((y0, y1, x0, x1), (cy0, _, cx0, _)) in zip(parts, chunk):
+                oy, ox = (y0 - cy0) * s, (x0 - cx0) * s
+                out[y0 * s:y1 * s, x0 * s:x1 * s] = part[oy:oy + (y1 - y0) * s, ox:ox + (x1 - x0) * s]
+    return out
+
+
+def super_resolve(sess, x_ph, y, lr, scale, tile=None, margin=RECEPTIVE_MARGIN, batch=1):
     """Run the generator (`x_ph` -> `y` in `sess`) on one LR image, float [H, W, 3] in [0, 1].
 
     Returns float32 [scale*H, scale*W, 3], unclipped. With `tile`, the image is processed in
-    tiles (see the module docstring); the result equals the whole-image one up to float rounding.
+    tiles (see the module docstring), up to `batch` same-shaped tiles per session call; the
+    result equals the whole-image one up to float rounding.
     """
     lr = np.asarray(lr, np.float32)
     h, w = lr.shape[:2]
     if not tile or (h <= tile and w <= tile):
         return sess.run(y, {x_ph: lr[None]})[0]
-    s = scale
-    out = np.empty((h * s, w * s, lr.shape[2]), np.float32)
-    for (y0, y1, x0, x1), (cy0, cy1, cx0, cx1) in tile_boxes(h, w, tile, margin):
-        part = sess.run(y, {x_ph: lr[None, cy0:cy1, cx0:cx1]})[0]
-        oy, ox = (y0 - cy0) * s, (x0 - cx0) * s
-        out[y0 * s:y1 * s, x0 * s:x1 * s] = part[oy:oy + (y1 - y0) * s, ox:ox + (x1 - x0) * s]
-    return out
+    return tiled(lambda x: sess.run(y, {x_ph: x}), lr, scale, tile, margin, batch)
+
+
+def tile_batch(tile, scale, budget, margin=RECEPTIVE_MARGIN, most=16):
+    """How many tiles of `tile` LR pixels (plus context) one call may run under `budget` bytes."""
+    side = tile + 2 * margin
+    return int(max(1, min(most, budget // (side * side * BYTES_PER_LR_PIXEL[scale]))))
 
 
 def available_memory():
@@ -157,20 +192,156 @@ def auto_tile(h, w, scale, budget):
     return max(MIN_TILE, side)
 
 
-# ---------------------------------------------------------------- graph and session
+# ---------------------------------------------------------------- device and precision
 
-def device_name():
-    """'GPU (<name>)' when TensorFlow sees a GPU, else 'CPU'."""
+def cpu_flags():
+    """The CPU feature flags of /proc/cpuinfo (empty where it cannot be read)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith(('flags', 'Features')):
+                    return set(line.split(':', 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def cpu_model():
+    """The CPU's model name and core count, e.g. 'AMD EPYC, 2 cores'."""
+    name = None
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    name = line.split(':', 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import platform
+    return '%s, %d cores' % (name or platform.processor() or platform.machine(), os.cpu_count() or 1)
+
+
+def cpu_bf16_feature(flags=None):
+    """The CPU flag that gives bfloat16 arithmetic ('amx_bf16' or 'avx512_bf16'), or None."""
+    flags = cpu_flags() if flags is None else flags
+    for flag in ('amx_bf16', 'avx512_bf16'):
+        if flag in flags:
+            return flag
+    return None
+
+
+def onednn_enabled():
+    """Whether TensorFlow runs its oneDNN ops (TF_ENABLE_ONEDNN_OPTS, decided when TF starts)."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return os.environ.get('TF_ENABLE_ONEDNN_OPTS', '') not in ('', '0', 'false', 'False')
+
+
+def gpu_driver_present():
+    """False when no GPU driver is visible to this process (then TensorFlow sees no GPU either,
+    and asking it would cost its start-up); True when one may be."""
+    if os.environ.get('CUDA_VISIBLE_DEVICES', None) in ('', '-1'):
+        return False
+    return any(os.path.exists(p) for p in ('/dev/nvidiactl', '/proc/driver/nvidia', '/dev/kfd', '/dev/dxg'))
+
+
+def gpu_details():
+    """(name, (major, minor) compute capability) of the first GPU TensorFlow sees, or None."""
+    if not gpu_driver_present():
+        return None
     import tensorflow.compat.v1 as tf
     gpus = tf.config.list_physical_devices('GPU')
     if not gpus:
-        return 'CPU'
+        return None
     try:
-        name = tf.config.experimental.get_device_details(gpus[0]).get('device_name', gpus[0].name)
+        details = tf.config.experimental.get_device_details(gpus[0])
     except Exception:  # details are best effort
-        name = gpus[0].name
-    return 'GPU (%s)' % name
+        details = {}
+    return details.get('device_name', gpus[0].name), tuple(details.get('compute_capability') or (0, 0))
 
+
+def device_name():
+    """'GPU (<name>)' when TensorFlow sees a GPU, else 'CPU'."""
+    gpu = gpu_details()
+    return 'GPU (%s)' % gpu[0] if gpu else 'CPU'
+
+
+class Plan(object):
+    """How a precision runs here: `rewrite` (a grappler RewriterConfig toggle to turn ON, or None),
+    `cast` ('bfloat16': the graph is built in that type, or None), `tf32` (GPU TensorFloat-32:
+    True / False, None on CPU), and `what` (one line for the user)."""
+
+    def __init__(self, precision, what, rewrite=None, cast=None, tf32=None):
+        self.precision, self.what, self.rewrite, self.cast, self.tf32 = precision, what, rewrite, cast, tf32
+
+
+def precision_plan(precision, gpu=None, training=False, emulate_bf16=False, flags=None, onednn=None):
+    """The Plan of `precision` on this machine (`gpu`: gpu_details(), None for CPU), or a
+    PrecisionError (one line) when it cannot run here. `training`: the trainers' mixed precision
+    (bf16 compute, fp32 weights and loss), CPU bf16 only. `emulate_bf16`: allow CPU bf16 without
+    AVX512_BF16 / AMX (oneDNN's rewrite then runs bfloat16 kernels in software: slow, for
+    benchmarks and tests of the numerics only)."""
+    choices = TRAIN_PRECISIONS if training else PRECISIONS
+    if precision not in choices:
+        raise PrecisionError('precision %r not supported (choices: %s)' % (precision, ', '.join(choices)))
+    if gpu is not None:
+        name, cc = gpu
+        ccs = '%d.%d' % tuple(cc)
+        need = {'tf32': (8, 0), 'bf16': (8, 0), 'fp16': (7, 0)}.get(precision)
+        if training and precision != 'fp32':
+            raise PrecisionError('--precision %s for training runs on CPUs with AVX512_BF16 / AMX-BF16; on a GPU '
+                                 '(%s) train with fp32' % (precision, name))
+        if need and tuple(cc) < need:
+            raise PrecisionError('--precision %s needs an NVIDIA GPU of compute capability >= %d.%d; %s has %s: '
+                                 'use fp32' % ((precision,) + need + (name, ccs)))
+        if precision == 'fp32':
+            return Plan(precision, 'fp32 on GPU %s (TensorFloat-32 off)' % name, tf32=False)
+        if precision == 'tf32':
+            return Plan(precision, 'TensorFloat-32 convolutions on GPU %s' % name, tf32=True)
+        if precision == 'fp16':
+            return Plan(precision, 'fp16 on GPU %s (grappler auto_mixed_precision)' % name,
+                        rewrite='auto_mixed_precision', tf32=False)
+        return Plan(precision, 'bfloat16 graph on GPU %s (fp32 weights cast on read)' % name,
+                    cast='bfloat16', tf32=False)
+    if precision == 'fp32':
+        return Plan(precision, 'fp32 on CPU')
+    if precision in ('fp16', 'tf32'):
+        raise PrecisionError('--precision %s runs on NVIDIA GPUs only (compute capability >= %s) and TensorFlow '
+                             'sees no GPU here: use fp32%s'
+                             % (precision, '7.0' if precision == 'fp16' else '8.0',
+                                '' if training else ' (or bf16 on a CPU with AVX512_BF16 / AMX-BF16)'))
+    feature = cpu_bf16_feature(flags)
+    if feature is None and not emulate_bf16:
+        raise PrecisionError('--precision bf16 needs a CPU with bfloat16 arithmetic (flag avx512_bf16 or amx_bf16 in '
+                             '/proc/cpuinfo); this CPU (%s) has neither: use fp32' % cpu_model())
+    if not (onednn_enabled() if onednn is None else onednn):
+        raise PrecisionError('--precision bf16 on CPU needs TensorFlow\'s oneDNN ops, which are off in this process: '
+                             'set TF_ENABLE_ONEDNN_OPTS=1 before TensorFlow starts')
+    what = ('bfloat16 via oneDNN (%s)' % feature if feature else
+            'bfloat16 via oneDNN, emulated (no AVX512_BF16 / AMX-BF16 on this CPU: slow, numerics only)')
+    return Plan(precision, what + (', fp32 weights and loss' if training else ''),
+                rewrite='auto_mixed_precision_onednn_bfloat16')
+
+
+def apply_plan(config, plan):
+    """Set the session ConfigProto (and the process-wide TensorFloat-32 switch) for `plan`."""
+    import tensorflow.compat.v1 as tf
+    from tensorflow.core.protobuf import rewriter_config_pb2
+    if plan.rewrite:
+        setattr(config.graph_options.rewrite_options, plan.rewrite, rewriter_config_pb2.RewriterConfig.ON)
+    if plan.tf32 is not None:
+        tf.config.experimental.enable_tensor_float_32_execution(plan.tf32)
+    return config
+
+
+def check_precision(precision, training=False, emulate_bf16=False):
+    """The Plan of `precision` on the device TensorFlow would use here, or PrecisionError."""
+    return precision_plan(precision, gpu_details(), training=training, emulate_bf16=emulate_bf16)
+
+
+# ---------------------------------------------------------------- graph and session
 
 def check_checkpoint(prefix, variables):
     """CheckpointError unless `prefix` holds every variable of `variables` (GEN) with its shape."""
@@ -204,27 +375,46 @@ def _first_line(e):
     return (useful or lines or [type(e).__name__])[0]
 
 
-class Generator(object):
-    """FRACTAL x`scale` in its own graph and session, from checkpoint `prefix` (None: random weights).
+def _constant_getter(weights, dtype=None):
+    """A variable_scope custom getter that returns the weight of that name as a constant (frozen
+    graph), cast to `dtype` if given: no variable is created, names stay those of the checkpoint."""
+    import tensorflow.compat.v1 as tf
 
-    One graph per run; the input placeholder has free height and width, so any image size runs
-    without rebuilding.
+    def getter(getter, name, *args, **kwargs):
+        value = tf.constant(weights[name], name=name.split('/')[-1])
+        return tf.cast(value, dtype) if dtype is not None else value
+    return getter
+
+
+class Generator(object):
+    """FRACTAL x`scale` from checkpoint `prefix` (None: random weights, `seed`), for inference.
+
+    Two graphs, both built once per run: one with the GEN variables (checkpoint check, restore,
+    `save`, `weights`), and the inference graph `graph` / `sess` / `input` / `output`, in which the
+    weights are frozen as constants. Frozen weights let TensorFlow's oneDNN ops
+    (TF_ENABLE_ONEDNN_OPTS=1, which test.py sets) reorder every kernel once into the layout of
+    oneDNN's direct convolution; with variable weights oneDNN falls back to a much slower GEMM
+    convolution, and without oneDNN ops Eigen's convolution runs (both give the same result up to
+    float rounding). The input placeholder has free batch, height and width, so any image size
+    (and any batch of tiles) runs without rebuilding.
+
+    `precision`: see PRECISIONS and precision_plan (PrecisionError where it cannot run here).
+    `xla`: compile the inference graph with XLA (session-wide JIT; each input shape compiles once).
     """
 
-    def __init__(self, scale, prefix=None, precision='fp32', seed=None):
-        if precision not in PRECISIONS:
-            raise ValueError('precision %r not supported (choices: %s)' % (precision, ', '.join(PRECISIONS)))
+    def __init__(self, scale, prefix=None, precision='fp32', seed=None, xla=False, emulate_bf16=False, plan=None):
         import tensorflow.compat.v1 as tf
         from loop import session_config
         from model import FRACTAL
+        self.plan = plan or check_precision(precision, emulate_bf16=emulate_bf16)  # plan: tests, bench
+        self.precision = self.plan.precision
         self.scale = scale
         self.last_tile = None
-        self.graph = tf.Graph()
-        with self.graph.as_default():
+        self.var_graph = tf.Graph()
+        with self.var_graph.as_default():
             if seed is not None:
                 tf.set_random_seed(seed)
-            self.input = tf.placeholder(tf.float32, [None, None, None, 3], name='input')
-            self.output = FRACTAL(self.input, scale).output
+            FRACTAL(tf.placeholder(tf.float32, [None, None, None, 3]), scale)
             self.variables = tf.global_variables('GEN/')
             self.saver = tf.train.Saver(var_list=self.variables)
             if prefix is not None:
@@ -232,22 +422,39 @@ class Generator(object):
                 if not glob.glob(glob.escape(prefix) + '.data-*'):
                     raise CheckpointError('%s.data-00000-of-00001 not found: the .index alone holds no weights'
                                           % prefix)
-            self.sess = tf.Session(graph=self.graph, config=session_config())
+            self.var_sess = tf.Session(graph=self.var_graph, config=session_config())
             if prefix is None:
-                self.sess.run(tf.variables_initializer(self.variables))
+                self.var_sess.run(tf.variables_initializer(self.variables))
             else:
                 try:
-                    self.saver.restore(self.sess, prefix)
+                    self.saver.restore(self.var_sess, prefix)
                 except tf.errors.OpError as e:
-                    self.sess.close()
+                    self.var_sess.close()
                     raise CheckpointError('%s: cannot restore (%s)' % (prefix, _first_line(e)))
+        self.var_graph.finalize()
+        self.graph = tf.Graph()
+        with self.graph.as_default():
+            self.input = tf.placeholder(tf.float32, [None, None, None, 3], name='input')
+            dtype = tf.as_dtype(self.plan.cast) if self.plan.cast else None
+            with tf.variable_scope(tf.get_variable_scope(), custom_getter=_constant_getter(self.weights(), dtype)):
+                x = tf.cast(self.input, dtype) if dtype is not None else self.input
+                out = FRACTAL(x, scale).output
+            self.output = tf.cast(out, tf.float32) if dtype is not None else out
+            config = apply_plan(session_config(), self.plan)
+            if xla:
+                config.graph_options.optimizer_options.global_jit_level = tf.OptimizerOptions.ON_1
+            self.sess = tf.Session(graph=self.graph, config=config)
         self.graph.finalize()
         self.device = device_name()
+
+    def weights(self):
+        """{variable name: numpy array} of the GEN weights (e.g. for the PyTorch peer of bench/)."""
+        return {v.op.name: a for v, a in zip(self.variables, self.var_sess.run(self.variables))}
 
     def save(self, prefix):
         """Write the GEN weights to checkpoint `prefix` (what find_checkpoint / __init__ read back)."""
         os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-        return self.saver.save(self.sess, prefix, write_meta_graph=False)
+        return self.saver.save(self.var_sess, prefix, write_meta_graph=False)
 
     def memory_budget(self):
         """Bytes one forward pass may use: half the free GPU memory or of the available host memory."""
@@ -256,20 +463,31 @@ class Generator(object):
             return (free if free else 8 << 30) // 2
         return available_memory() // 2
 
-    def __call__(self, lr, tile=None):
-        """SR of float [H, W, 3] in [0, 1] -> float32 [sH, sW, 3] (unclipped). `tile` None: automatic.
+    def __call__(self, lr, tile=None, batch=None):
+        """SR of float [H, W, 3] in [0, 1] -> float32 [sH, sW, 3] (unclipped). `tile` None: automatic
+        (whole image when it fits the memory budget); `batch` None: as many same-shaped tiles per
+        call as fit the budget.
 
-        On a GPU out-of-memory error, retries with tiles half the size. `last_tile`: the tile
+        On an out-of-memory error, retries with tiles half the size. `last_tile`: the tile
         size the image was processed with (None: whole).
         """
         import tensorflow.compat.v1 as tf
+        if self.plan.tf32 is not None:  # a process-wide switch: another Generator may have moved it
+            tf.config.experimental.enable_tensor_float_32_execution(self.plan.tf32)
+        budget = None
+        if tile is None or batch is None:
+            budget = self.memory_budget()
         if tile is None:
-            tile = auto_tile(lr.shape[0], lr.shape[1], self.scale, self.memory_budget())
+            tile = auto_tile(lr.shape[0], lr.shape[1], self.scale, budget)
         while True:
             try:
                 self.last_tile = tile if tile and max(lr.shape[:2]) > tile else None
-                return super_resolve(self.sess, self.input, self.output, lr, self.scale, tile)
+                n = batch if batch is not None else (tile_batch(tile, self.scale, budget) if self.last_tile else 1)
+                return super_resolve(self.sess, self.input, self.output, lr, self.scale, tile, batch=n)
             except tf.errors.ResourceExhaustedError:
+                if batch is None and self.last_tile and n > 1:
+                    batch = max(1, n // 2)
+                    continue
                 current = tile or max(lr.shape[:2])
                 if current <= MIN_TILE:
                     raise
@@ -277,3 +495,4 @@ class Generator(object):
 
     def close(self):
         self.sess.close()
+        self.var_sess.close()

@@ -143,7 +143,7 @@ def train(args):
     print('device: %s; NMD x%d on %s (%d patches of %d px, batch %d), validation %s (%d patches); checkpoints in %s'
           % (loop.device_name(), args.scale, args.tfrecord_path, meta['count'], meta['label_shape'][0],
              args.batch_size, args.val_tfrecord_path, len(val_hr), trial_dir))
-    with tf.Session(config=loop.session_config()) as sess:
+    with tf.Session(config=loop.session_config(args.precision)) as sess:
         sess.run(tf.global_variables_initializer())
         prefix = loop.resume(sess, saver, trial_dir, args.step)
         if prefix:

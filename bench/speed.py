@@ -1,0 +1,353 @@
+"""Speed benchmark of the FRSR / NatSR generator (x4 by default), TensorFlow against a PyTorch peer.
+
+    python bench/speed.py                           # the README's table (CPU, fp32, torch if installed)
+    python bench/speed.py --precision fp32,tf32,fp16,bf16 --xla   # on an NVIDIA GPU
+    python bench/speed.py --precision fp32,bf16 --emulate-bf16    # CPU without AVX512_BF16: numerics only
+
+Cases: LR 128x128, 256x256 and 510x384 (a DIV2K LR image) whole, and the 510x384 image tiled (LR
+tiles of --tile pixels plus 46 pixels of context, same-shaped tiles batched), i.e. a 2040x1536 output.
+For every case and engine: one warm-up, then --repeats timed forward passes (TensorFlow and PyTorch
+interleaved, so both see the same machine load); the median (and min) wall time, output megapixels
+per second, achieved GFLOP/s (2 x the counted multiply-adds the engine computed, tile context
+included), and how much CPU other processes used meanwhile (cores, from /proc/stat). Peak
+resident memory: `--memory` (each engine and case in a fresh process, so that neither the other
+engine nor an allocator's retained memory blurs it). Random weights unless
+--checkpoint. Both engines get the same input; the outputs' largest difference is printed.
+
+PyTorch is optional (`pip install -r requirements-bench.txt`); without it only TensorFlow runs.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+for path in (ROOT, HERE):
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+import numpy as np  # noqa: E402
+
+DEFAULT_CASES = '128,256,510x384,tiled'
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--scale', type=int, default=4, choices=(2, 3, 4))
+    p.add_argument('--cases', default=DEFAULT_CASES,
+                   help='comma-separated: N (N x N LR), HxW (LR), tiled (the 510x384 image in tiles); default %(default)s')
+    p.add_argument('--repeats', type=int, default=5, help='timed passes per case and engine after one warm-up (default 5)')
+    p.add_argument('--tile', type=int, default=256, help='LR tile of the tiled case (default 256: 2 x 2 tiles)')
+    p.add_argument('--batch', type=int, default=None, help='tiles per call in the tiled case (default: from the memory)')
+    p.add_argument('--precision', default='fp32', help='comma-separated TensorFlow precisions (sr.PRECISIONS)')
+    p.add_argument('--emulate-bf16', action='store_true',
+                   help='allow bf16 on a CPU without AVX512_BF16 / AMX-BF16 (software bfloat16: numerics, not speed)')
+    p.add_argument('--xla', action='store_true', help='also time each TensorFlow precision with XLA')
+    p.add_argument('--onednn', default='on', choices=('on', 'off'),
+                   help="TensorFlow's oneDNN ops (TF_ENABLE_ONEDNN_OPTS), as test.py sets them: on (default); "
+                        "off: Eigen's convolutions")
+    p.add_argument('--torch', default='auto', choices=('auto', 'on', 'off'),
+                   help='time the PyTorch peer (auto: when torch is installed)')
+    p.add_argument('--torch-layout', default='channels_last', choices=('channels_last', 'nchw'))
+    p.add_argument('--threads', type=int, default=None,
+                   help='PyTorch threads (default: the CPU count, as TensorFlow\'s default intra-op pool)')
+    p.add_argument('--checkpoint', default=None, help='GEN checkpoint prefix (default: random weights, seed 0)')
+    p.add_argument('--json', default=None, help='also write the results to this JSON file')
+    p.add_argument('--memory', action='store_true',
+                   help='instead of timing: the peak resident memory of one pass per case and engine, each in a '
+                        'fresh process (peak VmHWM minus the resident memory once the engine is built and warmed '
+                        'up on a 16x16 input)')
+    p.add_argument('--memory-child', nargs=2, metavar=('ENGINE', 'CASE'), help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+# ---------------------------------------------------------------- counting
+
+def conv_macs(scale):
+    """[(multiply-adds per output pixel, resolution factor)] of every convolution of FRACTAL x`scale`."""
+    c = 64
+    layers = [(9 * 3 * c, 1)]
+    for _ in range(8):
+        layers += [(9 * c * c * (i + 1), 1) for i in range(5)] + [(6 * c * c, 1)]
+    layers.append((9 * c * c, 1))
+    if scale == 4:
+        layers += [(9 * c * 4 * c, 1), (9 * c * 4 * c, 2), (9 * c * 3, 4)]
+    else:
+        layers += [(9 * c * c * scale * scale, 1), (9 * c * 3, scale)]
+    return layers
+
+
+def macs(h, w, scale):
+    """Multiply-adds of one forward pass on an h x w LR input."""
+    return sum(m * h * w * f * f for m, f in conv_macs(scale))
+
+
+def tiled_macs(h, w, scale, tile):
+    import sr
+    return sum(macs(cy1 - cy0, cx1 - cx0, scale) for _, (cy0, cy1, cx0, cx1) in sr.tile_boxes(h, w, tile))
+
+
+# ---------------------------------------------------------------- machine
+
+HZ = os.sysconf('SC_CLK_TCK')
+
+
+def busy_seconds():
+    """CPU-seconds all processes of the machine have used (from /proc/stat), or None."""
+    try:
+        with open('/proc/stat') as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        return (sum(v) - v[3] - v[4]) / float(HZ)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def own_seconds():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def reset_peak():
+    """Reset VmHWM (peak RSS) of this process; False where the kernel does not allow it."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
+def rss_mb(field='VmHWM'):
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(field + ':'):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def machine(torch_mod=None):
+    import sr
+    import tensorflow as tf
+    flags = sr.cpu_flags()
+    shown = [f for f in ('avx2', 'fma', 'f16c', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_bf16', 'amx_tile')
+             if f in flags]
+    info = {'cpu': sr.cpu_model(), 'cpu_flags': ' '.join(shown) or 'n/a', 'device': sr.device_name(),
+            'tensorflow': tf.__version__, 'onednn_ops': sr.onednn_enabled(), 'python': platform.python_version(),
+            'load_average': open('/proc/loadavg').read().split()[:3] if os.path.exists('/proc/loadavg') else None}
+    if torch_mod is not None:
+        info['torch'] = torch_mod.__version__
+        info['torch_threads'] = torch_mod.get_num_threads()
+    return info
+
+
+# ---------------------------------------------------------------- engines
+
+class TFEngine(object):
+    def __init__(self, scale, precision, checkpoint, xla, emulate):
+        import sr
+        self.gen = sr.Generator(scale, checkpoint, precision=precision, seed=0, xla=xla, emulate_bf16=emulate)
+        self.name = 'TF %s%s' % (precision, ' XLA' if xla else '')
+        self.what = self.gen.plan.what + (', XLA' if xla else '')
+
+    def __call__(self, lr, tile=None, batch=None):
+        return self.gen(lr, tile=tile or 0, batch=batch)
+
+
+class TorchEngine(object):
+    def __init__(self, scale, weights, layout):
+        import torch
+        import torch_frsr
+        self.torch, self.mod = torch, torch_frsr
+        self.channels_last = layout == 'channels_last'
+        net = torch_frsr.load_tf_weights(torch_frsr.Fractal(scale).eval(), weights)
+        self.net = net.to(memory_format=torch.channels_last) if self.channels_last else net
+        self.scale = scale
+        self.name = 'PyTorch fp32'
+        self.what = 'torch %s, %s, %d threads' % (torch.__version__, layout, torch.get_num_threads())
+
+    def batch(self, x):
+        t = self.torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+        if self.channels_last:
+            t = t.contiguous(memory_format=self.torch.channels_last)
+        with self.torch.inference_mode():
+            return self.net(t).permute(0, 2, 3, 1).contiguous().numpy()
+
+    def __call__(self, lr, tile=None, batch=None):
+        import sr
+        if not tile or max(lr.shape[:2]) <= tile:
+            return self.batch(lr[None])[0]
+        return sr.tiled(self.batch, lr, self.scale, tile, batch=batch or 1)
+
+
+def parse_case(text):
+    text = text.strip()
+    if text == 'tiled':
+        return 'tiled', 384, 510
+    if 'x' in text:
+        w, h = (int(v) for v in text.split('x'))   # WxH, as image sizes are written (510x384)
+        return text, h, w
+    return '%sx%s' % (text, text), int(text), int(text)
+
+
+def time_one(engine, lr, tile, batch):
+    b0, c0 = busy_seconds(), own_seconds()
+    reset_peak()
+    before = rss_mb('VmRSS')
+    t = time.perf_counter()
+    engine(lr, tile, batch)
+    dt = time.perf_counter() - t
+    other = None
+    if b0 is not None:
+        other = max(0.0, (busy_seconds() - b0 - (own_seconds() - c0)) / dt)
+    return dt, own_seconds() - c0, rss_mb(), other, before
+
+
+def memory_child(args, engine_name, case):
+    """One engine, one pass of `case` in this fresh process; prints JSON {base_mb, peak_mb}."""
+    label, h, w = parse_case(case)
+    tile = args.tile if label == 'tiled' else None
+    if engine_name == 'tf':
+        engine = TFEngine(args.scale, args.precision.split(',')[0], args.checkpoint, args.xla, args.emulate_bf16)
+    else:
+        import sr
+        import torch
+        torch.set_num_threads(args.threads or os.cpu_count() or 1)
+        engine = TorchEngine(args.scale, sr.Generator(args.scale, args.checkpoint, seed=0).weights(),
+                             args.torch_layout)
+    engine(np.zeros((16, 16, 3), np.float32))
+    base = rss_mb('VmRSS')
+    reset_peak()
+    engine(np.random.RandomState(0).rand(h, w, 3).astype(np.float32), tile, args.batch)
+    print(json.dumps({'base_mb': base, 'peak_mb': rss_mb()}))
+    return 0
+
+
+def memory(args):
+    import subprocess
+    print('| case | engine | resident before the pass MB | peak during the pass MB | increase MB |')
+    print('|---|---|---|---|---|')
+    rows = []
+    engines = ['tf'] + (['torch'] if args.torch != 'off' else [])
+    for case in args.cases.split(','):
+        for name in engines:
+            cmd = [sys.executable, os.path.abspath(__file__), '--memory-child', name, case, '--scale', str(args.scale),
+                   '--tile', str(args.tile), '--precision', args.precision, '--onednn', args.onednn,
+                   '--torch-layout', args.torch_layout]
+            cmd += ['--checkpoint', args.checkpoint] if args.checkpoint else []
+            cmd += ['--batch', str(args.batch)] if args.batch else []
+            cmd += ['--emulate-bf16'] if args.emulate_bf16 else []
+            cmd += ['--xla'] if args.xla else []
+            res = subprocess.run(cmd, capture_output=True, text=True)
+            if res.returncode:
+                print('| %s | %s | failed: %s | | |' % (case, name, (res.stderr.strip().splitlines() or ['?'])[-1]))
+                continue
+            m = json.loads(res.stdout.strip().splitlines()[-1])
+            rows.append(dict(case=case, engine=name, **m))
+            print('| %s | %s | %.0f | %.0f | %.0f |' % (case, 'TensorFlow' if name == 'tf' else 'PyTorch',
+                                                        m['base_mb'], m['peak_mb'], m['peak_mb'] - m['base_mb']))
+            sys.stdout.flush()
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump({'args': vars(args), 'memory': rows}, f, indent=1)
+    return 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.memory:
+        return memory(args)
+    precisions = [p.strip() for p in args.precision.split(',') if p.strip()]
+    if args.emulate_bf16 and args.onednn == 'off':
+        print('error: --emulate-bf16 needs --onednn on', file=sys.stderr)
+        return 2
+    os.environ['TF_ENABLE_ONEDNN_OPTS'] = '1' if args.onednn == 'on' else '0'  # before TensorFlow starts
+    if args.xla:
+        os.environ.setdefault('TF_XLA_FLAGS', '--tf_xla_cpu_global_jit')
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    if args.memory_child:
+        return memory_child(args, *args.memory_child)
+    import sr
+    torch_mod = None
+    if args.torch != 'off':
+        try:
+            import torch as torch_mod
+            torch_mod.set_num_threads(args.threads or os.cpu_count() or 1)
+        except ImportError:
+            if args.torch == 'on':
+                print('error: --torch on, but PyTorch is not installed (pip install -r requirements-bench.txt)',
+                      file=sys.stderr)
+                return 2
+    engines = []
+    try:
+        for p in precisions:
+            for xla in ((False, True) if args.xla else (False,)):
+                engines.append(TFEngine(args.scale, p, args.checkpoint, xla, args.emulate_bf16))
+    except sr.PrecisionError as e:
+        print('error: %s' % e, file=sys.stderr)
+        return 2
+    if torch_mod is not None:
+        engines.append(TorchEngine(args.scale, engines[0].gen.weights(), args.torch_layout))
+    info = machine(torch_mod)
+    print('# FRSR x%d forward pass, %s weights' % (args.scale, args.checkpoint or 'random'))
+    for k, v in info.items():
+        print('# %s: %s' % (k, v))
+    for e in engines:
+        print('# engine %s: %s' % (e.name, e.what))
+    rng = np.random.RandomState(0)
+    results = []
+    header = ('| case | LR | output | engine | median s | min s | output MP/s | GFLOP/s | '
+              'other load (cores) | max abs diff vs first |')
+    print(header)
+    print('|' + '---|' * (header.count('|') - 1))
+    for case in args.cases.split(','):
+        label, h, w = parse_case(case)
+        tile = args.tile if label == 'tiled' else None
+        batch = args.batch
+        if tile and batch is None:
+            batch = sr.tile_batch(tile, args.scale, sr.available_memory() // 2)
+        lr = rng.rand(h, w, 3).astype(np.float32)
+        work = tiled_macs(h, w, args.scale, tile) if tile else macs(h, w, args.scale)
+        outputs = [e(lr, tile, batch) for e in engines]   # warm-up (graph optimisation, primitives)
+        runs = [[] for _ in engines]
+        for _ in range(args.repeats):
+            for i, e in enumerate(engines):
+                runs[i].append(time_one(e, lr, tile, batch))
+        out_mp = h * w * args.scale ** 2 / 1e6
+        for i, e in enumerate(engines):
+            wall = [r[0] for r in runs[i]]
+            med, best = float(np.median(wall)), float(min(wall))
+            others = [r[3] for r in runs[i] if r[3] is not None]
+            row = {'case': label, 'lr': [h, w], 'tile': tile, 'batch': batch if tile else None, 'engine': e.name,
+                   'median_s': med, 'min_s': best, 'mp_per_s': out_mp / med, 'gflops': 2 * work / med / 1e9,
+                   'gmacs': work / 1e9, 'peak_rss_mb': max(r[2] for r in runs[i]),
+                   'rss_before_mb': min(r[4] for r in runs[i]),
+                   'cpu_s_median': float(np.median([r[1] for r in runs[i]])),
+                   'other_load_cores': float(np.median(others)) if others else None,
+                   'max_abs_diff': float(np.abs(outputs[i] - outputs[0]).max()), 'runs_s': wall}
+            results.append(row)
+            print('| %s | %dx%d | %dx%d | %s | %.3f | %.3f | %.3f | %.1f | %s | %.2g |'
+                  % (label + (' (tile %d, batch %d)' % (tile, batch) if tile else ''), w, h, w * args.scale,
+                     h * args.scale, e.name, med, best, row['mp_per_s'], row['gflops'],
+                     '%.2f' % row['other_load_cores'] if others else 'n/a', row['max_abs_diff']))
+            sys.stdout.flush()
+        if torch_mod is not None:
+            tf_med = results[-len(engines)]['median_s']
+            th = results[-1]
+            print('# %s: TF %s / PyTorch = %.2f (median), %.2f (min)'
+                  % (label, engines[0].name.split(' ', 1)[1], tf_med / th['median_s'],
+                     results[-len(engines)]['min_s'] / th['min_s']))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump({'machine': info, 'args': vars(args), 'results': results}, f, indent=1)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

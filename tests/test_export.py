@@ -1,0 +1,108 @@
+"""export.py: the SavedModel loads in plain TF2 (eager, no compat.v1) and gives test.py's pixels."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import export
+import sr
+import utils
+from conftest import ROOT
+
+LOAD_TF2 = '''
+import sys
+import numpy as np
+import tensorflow as tf
+assert tf.executing_eagerly()
+model = tf.saved_model.load(sys.argv[1])
+fn = model.signatures['serving_default']
+img = np.load(sys.argv[2])
+out = fn(image=tf.constant(img[None]))['image']
+assert out.dtype == tf.uint8, out.dtype
+np.save(sys.argv[3], out.numpy()[0])
+'''
+
+
+def image(h, w, seed=0):
+    rng = np.random.RandomState(seed)
+    ramp = np.add.outer(np.arange(h), np.arange(w))[:, :, None] / float(h + w)
+    return np.clip((0.5 * ramp + 0.5 * rng.rand(h, w, 3)) * 255, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope='module')
+def shipped(tmp_path_factory):
+    """A random-weight FRSR x4 checkpoint in the shipped layout (Model/FRSR.index + .data)."""
+    folder = tmp_path_factory.mktemp('models')
+    gen = sr.Generator(4, seed=11)
+    gen.save(str(folder / 'FRSR'))
+    gen.close()
+    return folder
+
+
+def test_savedmodel_gives_test_py_pixels(shipped, tmp_path):
+    img = image(13, 17)   # odd-sized
+    lr = tmp_path / 'lr'
+    lr.mkdir()
+    utils.save_image(str(lr / 'odd.png'), img)
+    res = subprocess.run([sys.executable, os.path.join(ROOT, 'test.py'), '--model', 'FRSR', '--modelpath',
+                          str(shipped), '--datapath', str(lr), '--savepath', str(tmp_path / 'res'), '--save', '1'],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+    assert res.returncode == 0, res.stderr
+    want = utils.read_image(str(tmp_path / 'res' / 'FRSR' / 'odd.png'))
+    assert want.shape == (52, 68, 3) and want.dtype == np.uint8
+    assert 0 < want.mean() < 255 and want.std() > 5   # not a saturated image: the check has teeth
+
+    out = tmp_path / 'exported' / 'FRSR_x4'
+    assert export.main(['--model', 'FRSR', '--modelpath', str(shipped), '--out', str(out)]) == 0
+    assert os.path.isfile(out / 'saved_model.pb') and os.path.isdir(out / 'variables')
+    np.save(tmp_path / 'in.npy', img)
+    # test.py turns on TensorFlow's oneDNN ops; the SavedModel gives the same pixels under the same
+    # backend (across backends, convolutions differ by float rounding, so a rare pixel may be 1 off)
+    assert np.array_equal(load_in_tf2(out, tmp_path, onednn=True), want)
+    # and under Eigen's convolutions (or whatever this test process runs): test.py's own functions
+    script = load_script_module()
+    gen = sr.Generator(4, str(shipped / 'FRSR'))
+    try:
+        here = script.upscale_image(img, 4, lambda rgb: gen(rgb, tile=0))
+    finally:
+        gen.close()
+    assert np.array_equal(load_in_tf2(out, tmp_path, onednn=sr.onednn_enabled()), here)
+
+
+def load_script_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('natsr_test_script', os.path.join(ROOT, 'test.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def load_in_tf2(saved_model, tmp_path, onednn):
+    """Run the SavedModel on tmp_path/in.npy in a plain TF2 (eager) process; the uint8 result."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', TF_ENABLE_ONEDNN_OPTS='1' if onednn else '0')
+    res = subprocess.run([sys.executable, '-c', LOAD_TF2, str(saved_model), str(tmp_path / 'in.npy'),
+                          str(tmp_path / 'out.npy')], cwd=str(tmp_path), capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    got = np.load(tmp_path / 'out.npy')
+    assert got.dtype == np.uint8 and got.ndim == 3
+    return got
+
+
+def test_export_errors(shipped, tmp_path, capsys):
+    out = tmp_path / 'taken'
+    out.mkdir()
+    assert export.main(['--model', 'FRSR', '--modelpath', str(shipped), '--out', str(out)]) == 2
+    assert 'exists' in capsys.readouterr().err
+    assert export.main(['--model', 'NatSR', '--modelpath', str(shipped), '--out', str(tmp_path / 'a')]) == 2
+    assert 'no checkpoint for model NatSR' in capsys.readouterr().err
+    # an x4 checkpoint exported as x2: refused by the same check as test.py's
+    assert export.main(['--checkpoint', str(shipped / 'FRSR'), '--scale', '2', '--out', str(tmp_path / 'b')]) == 2
+    assert 'does not fit this model' in capsys.readouterr().err
+    assert export.main(['--checkpoint', str(shipped / 'FRSR'), '--out', str(tmp_path / 'c')]) == 2
+    assert '--scale' in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / 'a') and not os.path.exists(tmp_path / 'b')
+    assert not [f for f in os.listdir(tmp_path) if f.startswith('.export-')]
