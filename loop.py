@@ -177,13 +177,17 @@ def train_loop(sess, fetches, step, saver, trial_dir, max_steps, checkpoint_inte
     return current, losses
 
 
-def export(build, scope, source, out_prefix):
+def export(build, scope, trial_dir, step, out_prefix):
     """Write the shipping checkpoint `out_prefix` (.index, .data, .meta): the variables of
-    `scope` alone, restored from the training checkpoint `source`, in a fresh inference
-    graph made by `build(placeholder)` (which fills the InNOut collection). Atomic: the
-    files are written in a temporary folder and moved in place."""
+    `scope` alone, restored from the trial's checkpoint of `step` (None: the latest), in a
+    fresh inference graph made by `build(placeholder)` (which fills the InNOut collection).
+    Atomic: the files are written in a temporary folder and moved in place."""
     import shutil
     import tempfile
+    source = (os.path.join(trial_dir, 'model-%d' % step) if step is not None
+              else tf.train.latest_checkpoint(trial_dir))
+    if source is None:
+        raise TrainingError('%s: no checkpoint to export' % trial_dir)
     with tf.Graph().as_default():
         x = tf.placeholder(tf.float32, [None, None, None, 3])
         build(x)
@@ -200,7 +204,19 @@ def export(build, scope, source, out_prefix):
                 os.replace(os.path.join(tmp, f), os.path.join(folder, base + f[1:]))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+    print('exported %s -> %s (.index, .data-00000-of-00001, .meta)' % (source, out_prefix))
     return out_prefix
+
+
+def run_main(parser, stage, argv, example):
+    """The trainers' command line: train `stage` (a module with train(args) and export(args,
+    prefix)), or with --export PREFIX write its shipping checkpoint; returns the exit status."""
+    parser.add_argument('--export', metavar='PREFIX', default=None,
+                        help='write the weights of the trial (latest or --step) to PREFIX, e.g. %s, and exit' % example)
+    args = parser.parse_args(argv)
+    if args.export:
+        return main_guard(lambda: stage.export(args, args.export))
+    return main_guard(lambda: stage.train(args))
 
 
 def main_guard(fn):

@@ -24,12 +24,7 @@ import train  # noqa: E402
 
 def main(argv=None):
     parser = distribute.add_flags(loop.config_parser(config, __doc__.split('\n')[0]))
-    parser.add_argument('--export', metavar='PREFIX', default=None,
-                        help='write the GEN weights of the trial (latest or --step) to PREFIX, e.g. Model/FRSR, and exit')
-    args = parser.parse_args(argv)
-    if args.export:
-        return loop.main_guard(lambda: train.export(args, args.export))
-    return loop.main_guard(lambda: train.train(args))
+    return loop.run_main(parser, train, argv, 'Model/FRSR')
 
 
 if __name__ == '__main__':

@@ -173,9 +173,4 @@ def train(args):
 def export(args, out_prefix):
     """Write the GEN weights of the trial's latest (or --step) checkpoint to `out_prefix`."""
     trial_dir = os.path.join(args.checkpoint_dir, run_name(args))
-    source = (os.path.join(trial_dir, 'model-%d' % args.step) if args.step is not None
-              else tf.train.latest_checkpoint(trial_dir))
-    if source is None:
-        raise loop.TrainingError('%s: no checkpoint to export' % trial_dir)
-    loop.export(lambda x: FRACTAL(x, args.scale), 'GEN', source, out_prefix)
-    print('exported %s -> %s (.index, .data-00000-of-00001, .meta)' % (source, out_prefix))
+    loop.export(lambda x: FRACTAL(x, args.scale), 'GEN', trial_dir, args.step, out_prefix)

@@ -21,13 +21,7 @@ from Train_NMD import train  # noqa: E402
 
 
 def main(argv=None):
-    parser = loop.config_parser(config, __doc__.split('\n')[0])
-    parser.add_argument('--export', metavar='PREFIX', default=None,
-                        help='write the CLASSIFIER weights of the trial (latest or --step) to PREFIX, e.g. Model/NMD, and exit')
-    args = parser.parse_args(argv)
-    if args.export:
-        return loop.main_guard(lambda: train.export(args, args.export))
-    return loop.main_guard(lambda: train.train(args))
+    return loop.run_main(loop.config_parser(config, __doc__.split('\n')[0]), train, argv, 'Model/NMD')
 
 
 if __name__ == '__main__':

@@ -39,3 +39,15 @@ def make_tfrecord(path, kind, count, patch, scale=4, seed=0):
     with open(records.sidecar_path(path), 'w') as f:
         json.dump(meta, f)
     return path
+
+
+def random_checkpoint(prefix, build, scope):
+    """A weights-only checkpoint of a freshly initialised network."""
+    import tensorflow.compat.v1 as tf
+    with tf.Graph().as_default():
+        build(tf.placeholder(tf.float32, [None, None, None, 3]))
+        saver = tf.train.Saver(tf.global_variables(scope + '/'))
+        with tf.Session() as sess:
+            sess.run(tf.global_variables_initializer())
+            saver.save(sess, prefix, write_state=False)
+    return prefix

@@ -289,18 +289,6 @@ def gen_output(prefix, lr):
             return sess.run(y, {x: lr})
 
 
-def random_checkpoint(prefix, build, scope):
-    """A weights-only checkpoint of a freshly initialised network."""
-    import tensorflow.compat.v1 as tf
-    with tf.Graph().as_default():
-        build(tf.placeholder(tf.float32, [None, None, None, 3]))
-        saver = tf.train.Saver(tf.global_variables(scope + '/'))
-        with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            saver.save(sess, prefix, write_state=False)
-    return prefix
-
-
 def free_ports(n):
     socks = [socket.socket() for _ in range(n)]
     for s in socks:
@@ -371,6 +359,7 @@ def test_multiworker_natsr_iteration(data, tmp_path):
     """NatSR (D step, G step, RaGAN means and summaries across workers) on two workers: both
     finish, the chief's checkpoint holds the trained GEN and DIS and the NMD as it was."""
     import tensorflow.compat.v1 as tf
+    from conftest import random_checkpoint
     from model import FRACTAL, NMD
     frsr = random_checkpoint(str(tmp_path / 'FRSR'), lambda x: FRACTAL(x, SCALE), 'GEN')
     nmd = random_checkpoint(str(tmp_path / 'NMD'), NMD, 'CLASSIFIER')

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from conftest import make_tfrecord
+from conftest import make_tfrecord, random_checkpoint
 import loop
 import main as sr_main
 import train
@@ -46,17 +46,6 @@ def values(prefix, scope=''):
 
 def changed(before, after):
     return sorted(k for k in before if not np.array_equal(before[k], after[k]))
-
-
-def random_checkpoint(prefix, build, scope):
-    """A weights-only checkpoint of a freshly initialised network."""
-    with tf.Graph().as_default():
-        build(tf.placeholder(tf.float32, [None, None, None, 3]))
-        saver = tf.train.Saver(tf.global_variables(scope + '/'))
-        with tf.Session() as sess:
-            sess.run(tf.global_variables_initializer())
-            saver.save(sess, prefix, write_state=False)
-    return prefix
 
 
 # --- losses -----------------------------------------------------------------------------
