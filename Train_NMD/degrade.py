@@ -1,6 +1,8 @@
-"""The two unnatural classes of the NMD: DCT-noisy and blurry images."""
+"""The two unnatural classes of the NMD: DCT-noisy and blurry images.
+
+TensorFlow is imported by inject_dct alone, so that tools/torch_train.py (PyTorch, on a machine
+without TensorFlow) shares the DCT basis, the coefficient mask and `blur` with the TF trainer."""
 import numpy as np
-import tensorflow.compat.v1 as tf
 
 
 def dct_matrix(n=8):
@@ -24,6 +26,7 @@ def inject_dct(x, sigma, seed=None):
     """Add N(0, sigma^2) noise to the row-7 and column-7 DCT coefficients of every 8x8
     block of every channel of `x` [n, h, w, c] (h, w multiples of 8); one draw per
     coefficient. Vectorised: blocks are a reshape, the 2-D DCT two matrix products."""
+    import tensorflow.compat.v1 as tf
     n, h, w, c = [tf.shape(x)[i] for i in range(4)]
     d = tf.constant(dct_matrix(), tf.float32)
     blocks = tf.reshape(x, [n, h // 8, 8, w // 8, 8, c])
@@ -35,5 +38,5 @@ def inject_dct(x, sigma, seed=None):
 
 
 def blur(hr, ilr, alpha):
-    """The blurry class: alpha * HR + (1 - alpha) * ILR."""
+    """The blurry class: alpha * HR + (1 - alpha) * ILR (TF or PyTorch tensors, numpy arrays)."""
     return alpha * hr + (1.0 - alpha) * ilr

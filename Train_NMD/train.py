@@ -8,27 +8,8 @@ from tqdm import tqdm
 import loop
 from generate_Dataset import records
 from model import NMD
+from Train_NMD.curriculum import HISTORY, curriculum_update  # noqa: F401 (HISTORY: checkpoint layout)
 from Train_NMD.degrade import blur, inject_dct
-
-HISTORY = 100  # capacity of the accuracy windows kept in the checkpoint (acc_window <= 100)
-
-
-def curriculum_update(sigma, alpha, noise_hist, blur_hist, acc_noise, acc_blur, args):
-    """One validation's step of the curriculum; accuracies in percent.
-
-    Each window keeps the last `acc_window` accuracies measured at the current difficulty.
-    When a window is full and its mean is >= `acc_threshold`, that task is made harder
-    (sigma *= sigma_decay; alpha = min(alpha + alpha_step, alpha_max)) and its window starts
-    anew. Returns (sigma, alpha, noise_hist, blur_hist).
-    """
-    noise_hist = (list(noise_hist) + [acc_noise])[-args.acc_window:]
-    blur_hist = (list(blur_hist) + [acc_blur])[-args.acc_window:]
-    if len(noise_hist) == args.acc_window and np.mean(noise_hist) >= args.acc_threshold:
-        sigma, noise_hist = sigma * args.sigma_decay, []
-    if len(blur_hist) == args.acc_window and np.mean(blur_hist) >= args.acc_threshold:
-        alpha, blur_hist = min(alpha + args.alpha_step, args.alpha_max), []
-    return sigma, alpha, noise_hist, blur_hist
-
 
 def load_records(path, patch_size, limit=None):
     """Check the NMD TFRecord `path` (kind, patch size) and return its sidecar."""
@@ -171,9 +152,12 @@ def train(args):
 def export(args, out_prefix):
     """Write the CLASSIFIER weights of the trial's latest (or --step) checkpoint to `out_prefix`."""
     trial_dir = os.path.join(args.checkpoint_dir, run_name(args))
+    loop.export(shipping_graph, 'CLASSIFIER', trial_dir, args.step, out_prefix)
 
-    def build(x):
-        nmd = NMD(x)
-        tf.add_to_collection('InNOut', x)
-        tf.add_to_collection('InNOut', nmd.output)
-    loop.export(build, 'CLASSIFIER', trial_dir, args.step, out_prefix)
+
+def shipping_graph(x):
+    """The graph of the shipped NMD: CLASSIFIER on `x`, with [x, P(natural)] in InNOut."""
+    nmd = NMD(x)
+    tf.add_to_collection('InNOut', x)
+    tf.add_to_collection('InNOut', nmd.output)
+    return nmd

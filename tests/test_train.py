@@ -271,7 +271,7 @@ def test_nmd_trains_curriculum_resumes_and_exports(data, tmp_path):
     np.testing.assert_allclose(state['a'], [7, 0.1 * 0.8 ** 2, 0.7], rtol=1e-5)
     np.testing.assert_allclose(state['b'], state['a'], rtol=1e-6)
     # only the classifier is trained
-    first = values(tf.train.latest_checkpoint(str(tmp_path / 'b' / 'NMD_x4_trial0')).replace('-7', '-2'), 'CLASSIFIER')
+    first = values(str(tmp_path / 'b' / 'NMD_x4_trial0' / 'model-2'), 'CLASSIFIER')
     last = values(tf.train.latest_checkpoint(str(tmp_path / 'b' / 'NMD_x4_trial0')), 'CLASSIFIER')
     assert set(changed(first, last)) == set(first)
     # export: CLASSIFIER weights only, a .meta with the InNOut collection
@@ -284,6 +284,19 @@ def test_nmd_trains_curriculum_resumes_and_exports(data, tmp_path):
         x, p = tf.get_collection('InNOut')
         prob = sess.run(p, {x: np.random.rand(2, PATCH, PATCH, 3)})
     assert prob.shape == (2, 1) and np.all((prob >= 0) & (prob <= 1))
+
+
+def test_nmd_evaluation_counts(data, tmp_path, capsys):
+    """Train_NMD/evaluate.py: with sigma 0 and alpha 1 the noisy and blurry patches are the clean
+    ones, so each pair accuracy is exactly 50 % whatever the network says; otherwise in [0, 100]."""
+    from Train_NMD import evaluate
+    prefix = random_checkpoint(str(tmp_path / 'nmd'), nmd_train.shipping_graph, 'CLASSIFIER')
+    same = evaluate.evaluate(prefix, data['nmd_val'], 0.0, 1.0, draws=2)
+    assert same['patches'] == 4 and same['noise'] == same['blur'] == 50.0
+    assert same['noisy'] == same['blurry'] == 100 - same['clean']
+    evaluate.main(['--checkpoint', prefix, '--val_tfrecord_path', data['nmd_val'], '--sigma', '0.1', '--alpha', '0.5'])
+    out = capsys.readouterr().out
+    assert 'on 4 held-out patches: clean vs noisy (sigma 0.1)' in out and 'clean vs blurry (alpha 0.50)' in out
 
 
 def test_nmd_rejects_a_natsr_record(data, tmp_path, capsys):

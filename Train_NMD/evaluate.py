@@ -1,0 +1,65 @@
+"""Accuracy of a trained NMD on held-out patches, as the curriculum measures it: clean vs noisy
+(DCT noise of std --sigma) and clean vs blurry (alpha * HR + (1 - alpha) * ILR), each over all the
+patches of the validation TFRecord, the noise drawn --draws times.
+
+    python Train_NMD/evaluate.py --checkpoint Model/NMD --val_tfrecord_path train_NMD_X4_val.tfrecord \
+        --sigma 0.0134 --alpha 0.7
+"""
+import argparse
+import os
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import loop  # noqa: E402
+import tensorflow.compat.v1 as tf  # noqa: E402
+from Train_NMD.degrade import blur, inject_dct  # noqa: E402
+from Train_NMD.train import load_records, read_validation, shipping_graph  # noqa: E402
+
+
+def evaluate(checkpoint, val_tfrecord, sigma, alpha, draws=4, batch=32, seed=0):
+    """{'noise': %, 'blur': %, 'clean': %, 'noisy': %, 'blurry': %, 'patches': n}: the two pair
+    accuracies (mean of the clean and the unnatural class) and each class's own."""
+    load_records(val_tfrecord, None)
+    hr, ilr = read_validation(val_tfrecord, 10 ** 9)
+    with tf.Graph().as_default():
+        tf.set_random_seed(seed)
+        x_hr = tf.placeholder(tf.float32, [None, None, None, 3])
+        x_ilr = tf.placeholder(tf.float32, [None, None, None, 3])
+        nmd = shipping_graph(tf.concat([inject_dct(x_hr, sigma), blur(x_hr, x_ilr, alpha), x_hr], 0))
+        natural = tf.reshape(nmd.output >= 0.5, [3, -1])
+        with tf.Session(config=loop.session_config()) as sess:
+            loop.restore_scope(sess, checkpoint, 'CLASSIFIER', 'NMD')
+            right = np.zeros(3)
+            for _ in range(draws):
+                for i in range(0, len(hr), batch):
+                    nat = sess.run(natural, {x_hr: hr[i:i + batch], x_ilr: ilr[i:i + batch]})
+                    right += [np.sum(~nat[0]), np.sum(~nat[1]), np.sum(nat[2])]
+    noisy, blurry, clean = 100 * right / (draws * len(hr))
+    return {'noise': (noisy + clean) / 2, 'blur': (blurry + clean) / 2, 'noisy': noisy, 'blurry': blurry,
+            'clean': clean, 'patches': len(hr)}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--checkpoint', default='Model/NMD')
+    p.add_argument('--val_tfrecord_path', required=True)
+    p.add_argument('--sigma', type=float, required=True, help='DCT noise std (the final sigma of training)')
+    p.add_argument('--alpha', type=float, required=True, help='blur weight (the final alpha of training)')
+    p.add_argument('--draws', type=int, default=4, help='noise draws per patch (default %(default)s)')
+    args = p.parse_args(argv)
+    try:
+        r = evaluate(args.checkpoint, args.val_tfrecord_path, args.sigma, args.alpha, args.draws)
+    except loop.TrainingError as e:
+        raise SystemExit(str(e))
+    print('%s on %d held-out patches: clean vs noisy (sigma %.4g) %.1f %%, clean vs blurry (alpha %.2f) %.1f %% '
+          '(clean %.1f %%, noisy %.1f %%, blurry %.1f %%)' % (args.checkpoint, r['patches'], args.sigma, r['noise'],
+                                                              args.alpha, r['blur'], r['clean'], r['noisy'], r['blurry']))
+
+
+if __name__ == '__main__':
+    main()
