@@ -89,6 +89,20 @@ def restore_scope(sess, prefix, scope, what):
     tf.train.Saver(var_list=weights(scope)).restore(sess, prefix)
 
 
+def assign_values(sess, variables, values):
+    """Load `values` (name -> array) into `variables`: the names and shapes must match exactly."""
+    names = {v.op.name: v for v in variables}
+    missing, extra = sorted(set(names) - set(values)), sorted(set(values) - set(names))
+    if missing or extra:
+        raise TrainingError('weights do not match the model: missing %s, unexpected %s'
+                            % (missing[:3], extra[:3]))
+    for name, var in names.items():
+        value = values[name]
+        if tuple(value.shape) != tuple(var.shape.as_list()):
+            raise TrainingError('%s: shape %s, the model wants %s' % (name, tuple(value.shape), var.shape))
+        var.load(value, sess)
+
+
 def resume(sess, saver, trial_dir, step=None):
     """Restore the trial's checkpoint of `step` (default: the latest). Returns its prefix or None."""
     if step is not None:
@@ -177,27 +191,35 @@ def train_loop(sess, fetches, step, saver, trial_dir, max_steps, checkpoint_inte
     return current, losses
 
 
-def export(build, scope, trial_dir, step, out_prefix):
+def export(build, scope, trial_dir, step, out_prefix, values=None):
     """Write the shipping checkpoint `out_prefix` (.index, .data, .meta): the variables of
-    `scope` alone, restored from the trial's checkpoint of `step` (None: the latest), in a
-    fresh inference graph made by `build(placeholder)` (which fills the InNOut collection).
+    `scope` alone, restored from the trial's checkpoint of `step` (None: the latest), or taken
+    from `values` (a dict variable name -> array, e.g. weights trained by tools/torch_train.py),
+    in a fresh inference graph made by `build(placeholder)` (which fills the InNOut collection).
     Atomic: the files are written in a temporary folder and moved in place."""
     import shutil
     import tempfile
-    source = (os.path.join(trial_dir, 'model-%d' % step) if step is not None
-              else tf.train.latest_checkpoint(trial_dir))
-    if source is None:
-        raise TrainingError('%s: no checkpoint to export' % trial_dir)
+    if values is not None:
+        source = 'given weights'
+    else:
+        source = (os.path.join(trial_dir, 'model-%d' % step) if step is not None
+                  else tf.train.latest_checkpoint(trial_dir))
+        if source is None:
+            raise TrainingError('%s: no checkpoint to export' % trial_dir)
     with tf.Graph().as_default():
         x = tf.placeholder(tf.float32, [None, None, None, 3])
         build(x)
-        saver = tf.train.Saver(var_list=weights(scope))
+        variables = weights(scope)
+        saver = tf.train.Saver(var_list=variables)
         folder = os.path.dirname(os.path.abspath(out_prefix))
         os.makedirs(folder, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix='.export-', dir=folder)
         try:
             with tf.Session(config=session_config()) as sess:
-                restore_scope(sess, source, scope, 'training')
+                if values is None:
+                    restore_scope(sess, source, scope, 'training')
+                else:
+                    assign_values(sess, variables, values)
                 saver.save(sess, os.path.join(tmp, 'm'), write_state=False)
             base = os.path.basename(out_prefix)
             for f in os.listdir(tmp):

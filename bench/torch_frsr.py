@@ -3,7 +3,8 @@
 The architecture is the one of model.py, layer for layer (NCHW, or channels-last memory with
 `channels_last=True`). `load_tf_weights(net, weights)` copies the weights of a TensorFlow GEN
 scope (a dict `GEN/.../kernel` -> numpy array, e.g. from `sr.Generator.weights()` or a checkpoint),
-so both frameworks compute the same function and their outputs can be compared.
+so both frameworks compute the same function and their outputs can be compared; `tf_weights(net)`
+goes the other way (tools/torch_train.py trains with it where TensorFlow is not installed).
 
     pip install -r requirements-bench.txt      # torch (CPU wheel)
 """
@@ -108,6 +109,23 @@ def load_tf_weights(net, weights, scope='GEN'):
     if left:
         raise ValueError('weights not used by the torch model: %s' % left[:3])
     return net
+
+
+def tf_weights(net, scope='GEN'):
+    """The inverse of load_tf_weights: `{'GEN/conv1/conv2d/kernel': HWIO array, ...}` of `net`."""
+    out = {}
+    with torch.no_grad():
+        for name, mod, r in _tf_modules(net):
+            kernel = mod.weight.detach().float().cpu().numpy()
+            bias = mod.bias.detach().float().cpu().numpy()
+            if r:
+                cout = kernel.shape[0] // (r * r)
+                c, i, j = np.meshgrid(np.arange(cout), np.arange(r), np.arange(r), indexing='ij')
+                inv = np.argsort(((i * r + j) * cout + c).reshape(-1))  # TF channel q <- torch channel inv[q]
+                kernel, bias = kernel[inv], bias[inv]
+            out['%s/%s/conv2d/kernel' % (scope, name)] = np.ascontiguousarray(kernel.transpose(2, 3, 1, 0))
+            out['%s/%s/conv2d/bias' % (scope, name)] = np.ascontiguousarray(bias)
+    return out
 
 
 def run(net, lr, channels_last=False):

@@ -1,0 +1,113 @@
+"""Network weights between TensorFlow checkpoints and TF-named .npz parts.
+
+tools/torch_train.py (PyTorch, for a GPU machine without TensorFlow) reads and writes weights as
+.npz files keyed by the TensorFlow variable names (`GEN/conv1/conv2d/kernel`, HWIO), split in
+parts under 16 MB (PREFIX.part0.npz, PREFIX.part1.npz, ...). This script converts:
+
+    # a TF checkpoint's CLASSIFIER (or GEN) weights -> npz parts (to carry the NMD to that machine)
+    python tools/convert_weights.py to-npz --checkpoint Model/NMD --model NMD --out .gpu_data/NMD
+    # npz parts -> the shipping checkpoint (weights only, .meta with InNOut), as main.py --export writes
+    python tools/convert_weights.py to-tf --weights out/FRSR_x4 --model FRSR --scale 4 --out Model/FRSR
+"""
+import argparse
+import glob
+import os
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+PART_BYTES = 15 * 2 ** 20
+
+
+def save_parts(weights, prefix):
+    """Write `weights` (name -> array) as PREFIX.part0.npz, part1.npz, ... each under PART_BYTES,
+    atomically (temporary name, then rename); older parts beyond the new count are removed."""
+    parts, cur, size = [], {}, 0
+    for name in sorted(weights):
+        if cur and size + weights[name].nbytes > PART_BYTES:
+            parts.append(cur)
+            cur, size = {}, 0
+        cur[name], size = weights[name], size + weights[name].nbytes
+    parts.append(cur)
+    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    for i, part in enumerate(parts):
+        tmp = '%s.part%d.tmp.npz' % (prefix, i)
+        np.savez(tmp, **part)
+        os.replace(tmp, '%s.part%d.npz' % (prefix, i))
+    for old in _parts(prefix)[len(parts):]:
+        os.remove(old)
+
+
+def _parts(prefix):
+    files = [f for f in glob.glob(glob.escape(prefix) + '.part*.npz') if f[len(prefix) + 5:-4].isdigit()]
+    return sorted(files, key=lambda f: int(f[len(prefix) + 5:-4]))
+
+
+def load_parts(prefix):
+    """The weights (name -> float32 array) of PREFIX.part*.npz."""
+    files = _parts(prefix)
+    if not files:
+        raise SystemExit('%s.part*.npz: no weights found' % prefix)
+    out = {}
+    for f in files:
+        with np.load(f) as z:
+            out.update({k: z[k] for k in z.files})
+    return out
+
+
+def _model(name, scale):
+    """(build(placeholder), scope) of a shipping model."""
+    from model import FRACTAL
+    if name == 'NMD':
+        from Train_NMD.train import shipping_graph
+        return shipping_graph, 'CLASSIFIER'
+    return (lambda x: FRACTAL(x, scale)), 'GEN'
+
+
+def to_npz(checkpoint, name, scale, out):
+    """The network weights of a TF checkpoint (training or shipping) -> npz parts."""
+    import tensorflow.compat.v1 as tf
+    import loop
+    build, scope = _model(name, scale)
+    with tf.Graph().as_default():
+        build(tf.placeholder(tf.float32, [None, None, None, 3]))
+        names = [v.op.name for v in loop.weights(scope)]
+        loop.check_checkpoint(checkpoint, scope, name)
+    reader = tf.train.load_checkpoint(checkpoint)
+    save_parts({n: reader.get_tensor(n) for n in names}, out)
+    print('%s (%s, %d tensors) -> %s.part*.npz' % (checkpoint, scope, len(names), out))
+
+
+def to_tf(weights, name, scale, out):
+    import loop
+    build, scope = _model(name, scale)
+    loop.export(build, scope, None, None, out, values=load_parts(weights))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    sub = p.add_subparsers(dest='cmd', required=True)
+    a = sub.add_parser('to-npz', help='TF checkpoint -> npz parts')
+    a.add_argument('--checkpoint', required=True)
+    b = sub.add_parser('to-tf', help='npz parts -> shipping TF checkpoint')
+    b.add_argument('--weights', required=True, help='PREFIX of PREFIX.part*.npz')
+    for q in (a, b):
+        q.add_argument('--model', choices=('FRSR', 'NatSR', 'NMD'), required=True)
+        q.add_argument('--scale', type=int, choices=(2, 3, 4), default=4)
+        q.add_argument('--out', required=True)
+    args = p.parse_args(argv)
+    import loop
+    try:
+        if args.cmd == 'to-npz':
+            to_npz(args.checkpoint, args.model, args.scale, args.out)
+        else:
+            to_tf(args.weights, args.model, args.scale, args.out)
+    except loop.TrainingError as e:
+        raise SystemExit(str(e))
+
+
+if __name__ == '__main__':
+    main()
