@@ -294,8 +294,8 @@ def run(args):
         except srlib.CheckpointError as e:
             if not default_job:
                 raise UsageError(str(e))
-            print('note: no trained model is shipped yet in %s/ (%s); running the bicubic baseline instead'
-                  % (args.modelpath.rstrip('/'), e))
+            print('note: no %s model in %s/ (%s); running the bicubic baseline instead'
+                  % (model, args.modelpath.rstrip('/'), e))
             model = 'bicubic'
     folder = model if model != 'bicubic' else 'bicubic_x%d' % scale
     outdir = os.path.join(args.savepath, folder)

@@ -79,7 +79,7 @@ def test_default_job_falls_back_to_bicubic(tmp_path):
     import skimage.data
     res = script('--modelpath', tmp_path / 'no_models', '--savepath', tmp_path / 'out')
     assert res.returncode == 0, res.stderr
-    assert 'no trained model is shipped yet' in res.stdout and 'NatSR.index' in res.stdout
+    assert 'no NatSR model in' in res.stdout and 'NatSR.index' in res.stdout
     out = tmp_path / 'out' / 'bicubic_x4'
     rows = read_csv(out / 'metrics.csv')
     names = ['astronaut', 'coffee', 'chelsea', 'camera', 'rocket']
@@ -89,6 +89,17 @@ def test_default_job_falls_back_to_bicubic(tmp_path):
         photo = getattr(skimage.data, name)()
         saved = utils.read_image(str(out / (name + '.png')))
         assert saved.shape == (photo.shape[0] // 4 * 4, photo.shape[1] // 4 * 4) + photo.shape[2:]
+
+
+def test_default_job_runs_the_shipped_natsr(tmp_path):
+    """The README's first command: NatSR from Model/ on the bundled photos, above bicubic (28.61 dB)."""
+    res = script('--savepath', tmp_path / 'out')
+    assert res.returncode == 0, res.stderr
+    assert 'note:' not in res.stdout
+    rows = read_csv(tmp_path / 'out' / 'NatSR' / 'metrics.csv')
+    assert [r['image'] for r in rows] == ['astronaut', 'coffee', 'chelsea', 'camera', 'rocket', 'mean']
+    assert 28.61 + 0.3 < float(rows[-1]['psnr']) < 40
+    assert len([f for f in os.listdir(tmp_path / 'out' / 'NatSR') if f.endswith('.png')]) == 5
 
 
 # ---------------------------------------------------------------- networks

@@ -1,0 +1,81 @@
+"""The checkpoints shipped in Model/: the original release's variable names, weights only,
+the InNOut collection the original test script uses, and behaviour on a small photograph."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+import metrics
+import ops  # noqa: F401  (graph mode)
+from conftest import ROOT
+from imresize import imresize
+from test_networks import original_variables, our_variables
+
+MODEL = os.path.join(ROOT, 'Model')
+SHIPPED = [('FRSR', 4), ('NatSR', 4), ('NMD', 'NMD')]
+
+
+def shipped(name):
+    prefix = os.path.join(MODEL, name)
+    for ext in ('.index', '.data-00000-of-00001', '.meta'):
+        assert os.path.isfile(prefix + ext), '%s%s is not in the repository' % (prefix, ext)
+    return prefix
+
+
+@pytest.fixture(scope='module')
+def photo():
+    """A 192 x 192 HR crop of a bundled photograph (uint8) and its MATLAB-bicubic x4 LR."""
+    import skimage.data
+    hr = skimage.data.astronaut()[40:232, 150:342]
+    return hr, imresize(hr, 0.25)
+
+
+def run_original_way(prefix, image):
+    """What the original test.py does: import the .meta, restore, feed InNOut[0], fetch InNOut[1]."""
+    with tf.Graph().as_default():
+        saver = tf.train.import_meta_graph(prefix + '.meta', clear_devices=True)
+        x, y = tf.get_collection('InNOut')
+        with tf.Session() as sess:
+            saver.restore(sess, prefix)
+            return sess.run(y, {x: image})
+
+
+@pytest.mark.parametrize('name, network', SHIPPED)
+def test_weights_only_with_the_original_names(name, network):
+    have = {n: s for n, s in tf.train.list_variables(shipped(name))}
+    want = {n: shape for n, (shape, _) in our_variables(network).items()
+            if network != 'NMD' or n.startswith('CLASSIFIER/')}
+    assert have == want                                           # the network's weights, nothing else
+    if os.path.isdir(os.path.join(ROOT, '..', 'shared', 'reference', 'natsr-original')):
+        original = {n: shape for n, (shape, _) in original_variables(name).items()}
+        assert have == original
+
+
+@pytest.mark.parametrize('name', ['FRSR', 'NatSR'])
+def test_generators_super_resolve(name, photo):
+    hr, lr = photo
+    sr = run_original_way(shipped(name), lr[None].astype(np.float32) / 255.0)
+    assert sr.shape == (1, 192, 192, 3) and np.isfinite(sr).all()
+    out = np.clip(np.round(sr[0] * 255), 0, 255).astype(np.uint8)
+    bicubic = np.clip(np.round(imresize(lr.astype(np.float64) / 255, 4) * 255), 0, 255).astype(np.uint8)
+    gain = metrics.psnr(out, hr, shave=4) - metrics.psnr(bicubic, hr, shave=4)
+    # FRSR is trained for fidelity: clearly above bicubic; NatSR trades some of it for naturalness.
+    assert gain > (1.0 if name == 'FRSR' else 0.0), gain
+
+
+def test_nmd_prefers_natural_patches(photo):
+    """P(natural) of clean HR patches is above that of their DCT-noisy and blurry (ILR) versions."""
+    from Train_NMD.degrade import blur, dct_matrix, high_frequency_mask
+    hr, lr = photo
+    clean = hr.astype(np.float32) / 255
+    ilr = np.clip(imresize(lr.astype(np.float64) / 255, 4), 0, 1).astype(np.float32)
+    rng = np.random.RandomState(0)
+    d, mask = dct_matrix(), high_frequency_mask()
+    coef = np.einsum('ij,bjwkc,lk->biwlc', d, clean.reshape(24, 8, 24, 8, 3), d)
+    coef += rng.randn(*coef.shape) * 0.1 * mask[:, None, :, None]
+    noisy = np.einsum('ji,bjwkc,kl->biwlc', d, coef, d).reshape(192, 192, 3).astype(np.float32)
+    batch = np.stack([clean, noisy, blur(clean, ilr, 0.5)])
+    p = run_original_way(shipped('NMD'), batch).reshape(-1)
+    assert np.isfinite(p).all() and ((0 <= p) & (p <= 1)).all()
+    assert p[0] > 0.5 and p[1] < 0.5 and p[2] < 0.5, p
