@@ -9,16 +9,14 @@ import argparse
 import os
 import sys
 
-import numpy as np
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import loop  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
-from Train_NMD.degrade import blur, inject_dct  # noqa: E402
-from Train_NMD.train import load_records, read_validation, shipping_graph  # noqa: E402
+from Train_NMD.train import (count_correct, load_records, natural_votes, pair_accuracies,  # noqa: E402
+                             read_validation, shipping_graph)
 
 
 def evaluate(checkpoint, val_tfrecord, sigma, alpha, draws=4, batch=32, seed=0):
@@ -30,18 +28,13 @@ def evaluate(checkpoint, val_tfrecord, sigma, alpha, draws=4, batch=32, seed=0):
         tf.set_random_seed(seed)
         x_hr = tf.placeholder(tf.float32, [None, None, None, 3])
         x_ilr = tf.placeholder(tf.float32, [None, None, None, 3])
-        nmd = shipping_graph(tf.concat([inject_dct(x_hr, sigma), blur(x_hr, x_ilr, alpha), x_hr], 0))
-        natural = tf.reshape(nmd.output >= 0.5, [3, -1])
+        votes = natural_votes(shipping_graph, x_hr, x_ilr, sigma, alpha)
         with tf.Session(config=loop.session_config()) as sess:
             loop.restore_scope(sess, checkpoint, 'CLASSIFIER', 'NMD')
-            right = np.zeros(3)
-            for _ in range(draws):
-                for i in range(0, len(hr), batch):
-                    nat = sess.run(natural, {x_hr: hr[i:i + batch], x_ilr: ilr[i:i + batch]})
-                    right += [np.sum(~nat[0]), np.sum(~nat[1]), np.sum(nat[2])]
+            right = sum(count_correct(sess, votes, x_hr, x_ilr, hr, ilr, batch) for _ in range(draws))
+    noise, blur = pair_accuracies(right, draws * len(hr))
     noisy, blurry, clean = 100 * right / (draws * len(hr))
-    return {'noise': (noisy + clean) / 2, 'blur': (blurry + clean) / 2, 'noisy': noisy, 'blurry': blurry,
-            'clean': clean, 'patches': len(hr)}
+    return {'noise': noise, 'blur': blur, 'noisy': noisy, 'blurry': blurry, 'clean': clean, 'patches': len(hr)}
 
 
 def main(argv=None):

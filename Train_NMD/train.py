@@ -70,23 +70,16 @@ class NMDTrainer(object):
         # Validation: noisy vs clean and blurry vs clean on held-out patches.
         self.val_hr = tf.placeholder(tf.float32, [None, None, None, 3])
         self.val_ilr = tf.placeholder(tf.float32, [None, None, None, 3])
-        val = NMD(tf.concat([inject_dct(self.val_hr, self.sigma), blur(self.val_hr, self.val_ilr, self.alpha),
-                             self.val_hr], axis=0), reuse=True).output
-        n = tf.shape(self.val_hr)[0]
-        self.val_natural = tf.reshape(val >= 0.5, [3, n])  # rows: noisy, blurry, clean
+        self.val_natural = natural_votes(lambda x: NMD(x, reuse=True), self.val_hr, self.val_ilr,
+                                         self.sigma, self.alpha)
         self.state_in = {'sigma': tf.placeholder(tf.float32, []), 'alpha': tf.placeholder(tf.float32, []),
                          'noise': tf.placeholder(tf.float32, [HISTORY]), 'blur': tf.placeholder(tf.float32, [HISTORY])}
         self.set_state = [self.sigma.assign(self.state_in['sigma']), self.alpha.assign(self.state_in['alpha']),
                           self.noise_hist.assign(self.state_in['noise']), self.blur_hist.assign(self.state_in['blur'])]
 
-    def validate(self, sess, hr, ilr, batch=32):
+    def validate(self, sess, hr, ilr):
         """(noise accuracy, blur accuracy) in percent over the validation patches."""
-        correct = np.zeros(3)
-        for i in range(0, len(hr), batch):
-            nat = sess.run(self.val_natural, {self.val_hr: hr[i:i + batch], self.val_ilr: ilr[i:i + batch]})
-            correct += [np.sum(~nat[0]), np.sum(~nat[1]), np.sum(nat[2])]
-        n = float(len(hr))
-        return 100 * (correct[0] + correct[2]) / (2 * n), 100 * (correct[1] + correct[2]) / (2 * n)
+        return pair_accuracies(count_correct(sess, self.val_natural, self.val_hr, self.val_ilr, hr, ilr), len(hr))
 
     def curriculum(self, sess, acc_noise, acc_blur):
         """Apply one validation to the curriculum state held in the graph's variables."""
@@ -97,6 +90,28 @@ class NMDTrainer(object):
         sess.run(self.set_state, {self.state_in['sigma']: sigma, self.state_in['alpha']: alpha,
                                   self.state_in['noise']: pad(nh), self.state_in['blur']: pad(bh)})
         return sigma, alpha
+
+
+def natural_votes(build, hr, ilr, sigma, alpha):
+    """[3, n] booleans "natural?" of the NMD made by `build(x)` on the DCT-noisy, the blurry and the
+    clean versions of the patches `hr` (rows in that order)."""
+    nmd = build(tf.concat([inject_dct(hr, sigma), blur(hr, ilr, alpha), hr], axis=0))
+    return tf.reshape(nmd.output >= 0.5, [3, tf.shape(hr)[0]])
+
+
+def count_correct(sess, votes, hr_in, ilr_in, hr, ilr, batch=32):
+    """Correct answers of `votes` (natural_votes on placeholders hr_in, ilr_in) over the patches:
+    [noisy called unnatural, blurry called unnatural, clean called natural]."""
+    correct = np.zeros(3)
+    for i in range(0, len(hr), batch):
+        nat = sess.run(votes, {hr_in: hr[i:i + batch], ilr_in: ilr[i:i + batch]})
+        correct += [np.sum(~nat[0]), np.sum(~nat[1]), np.sum(nat[2])]
+    return correct
+
+
+def pair_accuracies(correct, n):
+    """(clean vs noisy, clean vs blurry) accuracies in percent of count_correct's counts on n patches."""
+    return 100 * (correct[0] + correct[2]) / (2.0 * n), 100 * (correct[1] + correct[2]) / (2.0 * n)
 
 
 def run_name(args):
