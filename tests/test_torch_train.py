@@ -14,28 +14,27 @@ from conftest import ROOT, shared_path  # noqa: E402
 
 sys.path[:0] = [os.path.join(ROOT, 'tools'), os.path.join(ROOT, 'bench')]
 import convert_weights  # noqa: E402
+import torch_frsr  # noqa: E402
 import torch_train  # noqa: E402
 
 
-def _tf_net(net_class, x_np, feed_weights=None):
-    """Run a model.py network on x (NHWC): (variables name -> value, output)."""
+def _tf_net(net_class, x_np):
+    """Run a freshly initialised model.py network on x (NHWC): (variables name -> value, logit)."""
     import tensorflow.compat.v1 as tf
-    import model
     with tf.Graph().as_default():
         tf.set_random_seed(1)
         x = tf.placeholder(tf.float32, [None, None, None, 3])
-        net = net_class(x)
-        out = net.logit
+        logit = net_class(x).logit
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             values = {v.op.name: sess.run(v) for v in tf.global_variables()}
-            return values, sess.run(out, {x: x_np}), model
+            return values, sess.run(logit, {x: x_np})
 
 
 def test_nmd_matches_tensorflow():
     import model
     x = np.random.RandomState(0).rand(2, 48, 48, 3).astype(np.float32)
-    values, logit, _ = _tf_net(model.NMD, x)
+    values, logit = _tf_net(model.NMD, x)
     net = torch_train.NMD().load_tf(values)
     with torch.no_grad():
         got = net(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
@@ -47,7 +46,7 @@ def test_discriminator_matches_tensorflow(size):
     """Same kernels and `u`: same logits, i.e. the same spectral norm (one power iteration) and padding."""
     import model
     x = np.random.RandomState(1).rand(2, size, size, 3).astype(np.float32)
-    values, logit, _ = _tf_net(model.Discriminator, x)
+    values, logit = _tf_net(model.Discriminator, x)
     net = torch_train.Discriminator()
     layers = list(net.convs) + [net.out]
     names = ['conv%d_%d' % (s, i) for s in range(1, 6) for i in (1, 2)] + ['conv6_1']
@@ -61,7 +60,7 @@ def test_discriminator_matches_tensorflow(size):
 
 
 def test_initialisers_have_tf1_statistics():
-    net = torch_train.init_fractal(torch_frsr_fractal())
+    net = torch_train.init_fractal(torch_frsr.Fractal(4))
     he = net.blocks[0].convs[4].weight.detach().numpy()          # 3x3, 320 -> 64, ReLU: He truncated normal
     assert abs(he.std() - np.sqrt(2.0 / (9 * 320))) < 0.1 * np.sqrt(2.0 / (9 * 320))
     assert np.abs(he).max() <= 2 * np.sqrt(2.0 / (9 * 320)) / 0.87962566103423978 + 1e-6
@@ -69,11 +68,6 @@ def test_initialisers_have_tf1_statistics():
     limit = np.sqrt(6.0 / (384 + 64))
     assert np.abs(fusion).max() <= limit and np.abs(fusion).max() > 0.95 * limit
     assert not net.conv1.bias.detach().numpy().any()
-
-
-def torch_frsr_fractal():
-    import torch_frsr
-    return torch_frsr.Fractal(4)
 
 
 def test_inject_dct_touches_only_row_and_column_7():
@@ -146,7 +140,6 @@ def test_train_frsr_then_natsr_and_ship(tmp_path):
     assert not [n for n, _ in tf.train.list_variables(out) if 'Adam' in n or not n.startswith('GEN/')]
     lr = np.random.RandomState(2).rand(13, 17, 3).astype(np.float32)
     gen = sr.Generator(4, out)
-    import torch_frsr
     net = torch_frsr.load_tf_weights(torch_frsr.Fractal(4).eval(), natsr)
     np.testing.assert_allclose(gen(lr, tile=0), torch_frsr.run(net, lr), atol=2e-4)
     gen.close()

@@ -26,9 +26,7 @@ from generate_Dataset import patches  # noqa: E402
 def _one(job):
     path, out, scale, patch, stride = job
     hr = patches.modcrop(utils.to_rgb(utils.read_image(path)), scale)
-    if min(hr.shape[:2]) < patch:
-        return None
-    kept, rejected = patches.select(hr, patch, stride, scale)
+    kept, rejected = patches.select(hr, patch, stride, scale)    # none when the image is too small
     if not kept:
         return None
     name, ext = os.path.splitext(os.path.basename(path))

@@ -1,22 +1,24 @@
-"""FRSR and NatSR training in PyTorch, for a GPU machine that has PyTorch but no TensorFlow.
+"""NMD, FRSR and NatSR training in PyTorch, for a GPU machine that has PyTorch but no TensorFlow.
 
 The project trains with TensorFlow (main.py). This script is the same training written in
 PyTorch for one situation: a lent GPU machine whose image holds PyTorch and cannot install
 TensorFlow (no package registry, and the TensorFlow GPU wheel is far larger than what can be
-carried there). It mirrors train.py: the networks of model.py (bench/torch_frsr.py for FRACTAL,
+carried there). It mirrors train.py and Train_NMD/train.py: the networks of model.py (bench/torch_frsr.py for FRACTAL,
 NMD and the spectral-normalised Discriminator here), their TF1 initialisers, the losses
 (FRSR: L1; NatSR: L1 + 1e-3 * naturalness + 1e-3 * RaGAN, one D step then one G step per batch,
 DIS with one power iteration per forward pass, TF 'SAME' padding), Adam (beta1 0.9) at 2e-4,
-and the data rule of generate_Dataset (kept grid patches, 8 dihedral transforms, shuffled).
+and the data rule of generate_Dataset (kept grid patches, 8 dihedral transforms, shuffled); for
+the NMD, the batch composition, DCT noise, blur and curriculum of Train_NMD (shared modules).
 Weights are written with the TensorFlow names (`GEN/conv1/conv2d/kernel`, HWIO) as .npz parts
 under 16 MB each; tools/convert_weights.py turns them into the shipping TF checkpoint.
 
 Data: a folder made by tools/prepare_pool.py (modcropped HR images + corners.json of the kept
-patches); LR = MATLAB-bicubic imresize(HR, 1/scale), computed here with imresize.py.
+patches); LR (ILR) = MATLAB-bicubic imresize, computed here (generate_Dataset/patches.degrade).
 
     python tools/torch_train.py --stage FRSR --data .gpu_data --seconds 300 --out out/FRSR_x4
     python tools/torch_train.py --stage NatSR --data .gpu_data --init out/FRSR_x4 \\
         --nmd out/NMD --seconds 180 --out out/NatSR_x4
+    python tools/torch_train.py --stage NMD --data .gpu_data --val_list held_out.txt --seconds 95 --out out/NMD
 """
 import argparse
 import json
@@ -158,9 +160,7 @@ def _cut(job):
     path, kind, scale, patch, stride, corners = job
     hr = patches.modcrop(utils.to_rgb(utils.read_image(path)), scale)
     if corners is None:
-        if min(hr.shape[:2]) < patch:
-            return []
-        corners = patches.select(hr, patch, stride, scale)[0]
+        corners = patches.select(hr, patch, stride, scale)[0]     # none when the image is too small
     image = patches.degrade(hr, scale, kind) if corners else None
     return [patches.crop(hr, image, y, x, patch) for y, x in corners]
 
@@ -391,11 +391,10 @@ def main(argv=None):
     val = None
     if args.stage == 'NMD':                  # worker processes first, CUDA after
         held = set(open(args.val_list).read().split()) if args.val_list else set()
-        data = Patches(args.data, args.seed, 'NMD', args.nmd_patch, args.nmd_stride, lambda n: n not in held, 4)
-        if held:
-            val = Patches(args.data, args.seed, 'NMD', args.nmd_patch, args.nmd_stride, lambda n: n in held, 1)
-        else:
+        if not held:
             raise SystemExit('--stage NMD needs --val_list (images held out for the curriculum\'s validation)')
+        data = Patches(args.data, args.seed, 'NMD', args.nmd_patch, args.nmd_stride, lambda n: n not in held, 4)
+        val = Patches(args.data, args.seed, 'NMD', args.nmd_patch, args.nmd_stride, lambda n: n in held, 1)
     else:
         data = Patches(args.data, args.seed)
     dev = torch.device('cuda' if torch.cuda.is_available() else 'cpu')
