@@ -70,7 +70,7 @@ def build_serving_graph(weights, scale):
     """(uint8 input [N, H, W, 3], uint8 output [N, sH, sW, 3]) in the default graph, with the GEN
     `weights` ({name: array}) frozen as constants, as in sr.Generator (oneDNN's fast convolutions
     where TensorFlow runs oneDNN ops). The conversions are test.py's: float32 x / 255 in,
-    round(clip(y, 0, 1) * 255) (in float64) out."""
+    floor(clip(y, 0, 1) * 255 + 0.5) (in float64: MATLAB's rounding, as utils.to_uint) out."""
     import tensorflow.compat.v1 as tf
     from model import FRACTAL
     image = tf.placeholder(tf.uint8, [None, None, None, 3], name='image')
@@ -78,7 +78,7 @@ def build_serving_graph(weights, scale):
     x = tf.cast(image, tf.float32) / tf.placeholder_with_default(255.0, [], name='range')
     with tf.variable_scope(tf.get_variable_scope(), custom_getter=sr._constant_getter(weights)):
         y = tf.clip_by_value(FRACTAL(x, scale).output, 0.0, 1.0)
-    out = tf.cast(tf.round(tf.cast(y, tf.float64) * 255.0), tf.uint8, name='sr_image')
+    out = tf.cast(tf.floor(tf.cast(y, tf.float64) * 255.0 + 0.5), tf.uint8, name='sr_image')
     return image, out
 
 

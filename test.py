@@ -182,9 +182,7 @@ def upscale_image(img, scale, sr_rgb):
 
 def to_uint8_rgb(img):
     """What the metrics score: uint8 (16-bit: round(x / 257)), RGB (gray repeated, alpha dropped)."""
-    if img.dtype == np.uint16:
-        img = np.round(img / 257.0).astype(np.uint8)
-    return utils.to_rgb(img)
+    return utils.to_rgb(utils.to_uint8(img))
 
 
 def score(sr, hr, scale, name, with_ref, with_niqe):

@@ -42,7 +42,7 @@ def read_image(path):
         img = img.astype(np.uint8) * 255
     if img.dtype not in (np.uint8, np.uint16):
         if np.issubdtype(img.dtype, np.floating):
-            img = np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
+            img = to_uint(np.clip(img, 0.0, 1.0))
         else:
             raise ImageError('%s: unsupported pixel type %s' % (path, img.dtype))
     return img
@@ -82,10 +82,22 @@ def to_float(img):
     return img.astype(np.float32) / float(np.iinfo(img.dtype).max)
 
 
+def round_half_up(x):
+    """MATLAB's rounding of non-negative values: halves away from zero (np.round rounds them to even)."""
+    return np.floor(np.asarray(x, np.float64) + 0.5)
+
+
 def to_uint(img, dtype=np.uint8):
-    """Float image in [0, 1] -> rounded, clipped integer image of `dtype`."""
+    """Float image in [0, 1] -> rounded (MATLAB's rule), clipped integer image of `dtype`."""
     top = float(np.iinfo(dtype).max)
-    return np.clip(np.round(np.asarray(img, np.float64) * top), 0, top).astype(dtype)
+    return np.clip(round_half_up(np.asarray(img, np.float64) * top), 0, top).astype(dtype)
+
+
+def to_uint8(img):
+    """uint8 as it is; uint16 -> uint8 as MATLAB's im2uint8 does it: x / 257 rounded (halves up)."""
+    if img.dtype == np.uint16:
+        return round_half_up(img / 257.0).astype(np.uint8)
+    return img
 
 
 @contextlib.contextmanager

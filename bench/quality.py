@@ -44,9 +44,7 @@ def load_set(folder, scale, limit):
     files = utils.list_images(folder)[:limit or None]
     out = []
     for path in files:
-        hr = metrics.modcrop(utils.to_rgb(utils.read_image(path)), scale)
-        if hr.dtype != np.uint8:
-            hr = np.round(hr / 257.0).astype(np.uint8)
+        hr = metrics.modcrop(utils.to_uint8(utils.to_rgb(utils.read_image(path))), scale)
         out.append((os.path.splitext(os.path.basename(path))[0], hr, imresize(hr, 1.0 / scale)))
     return out
 

@@ -183,10 +183,7 @@ def hold_out(pairs, args, rng):
 
 def read_rgb8(path):
     """uint8 RGB image (gray expanded, alpha dropped, 16 bits rounded to 8); ImageError if unreadable."""
-    img = utils.to_rgb(utils.read_image(path))
-    if img.dtype == np.uint16:
-        img = np.round(img / 257.0).astype(np.uint8)
-    return img
+    return utils.to_uint8(utils.to_rgb(utils.read_image(path)))
 
 
 def degraded(hr, lr_path, scale, kind):

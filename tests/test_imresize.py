@@ -13,20 +13,24 @@ from utils import read_image, to_rgb
 SET5 = ('baby', 'bird', 'butterfly', 'head', 'woman')
 
 
-def rgb_psnr(a, b):
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
-
-
 @pytest.mark.parametrize('scale', [2, 3, 4])
-def test_set5_lr_matches_matlab(scale):
+def test_set5_lr_equals_matlab_bit_for_bit(scale):
+    """MATLAB rounds halves away from zero: with that rule every value of the MATLAB-made LR files
+    is reproduced (np.round's halves-to-even missed 2,889 values at x2 and 60 at x4)."""
     folder = shared_path('data', 'Set5')
     for name in SET5:
         hr = modcrop(to_rgb(read_image(os.path.join(folder, 'HR', name + '.bmp'))), scale)
         matlab = read_image(os.path.join(folder, 'LR_bicubic', 'X%d' % scale, '%sx%d.png' % (name, scale)))
         lr = imresize(hr, 1.0 / scale)
         assert lr.dtype == np.uint8 and lr.shape == matlab.shape, name
-        assert rgb_psnr(lr, matlab) >= 50, name
+        assert np.count_nonzero(lr != matlab) == 0, name
+
+
+def test_uint8_rounds_halves_away_from_zero():
+    # x0.5 of a 2x2 image whose columns are a, b: the symmetric kernel weighs both equally, (a + b) / 2
+    assert imresize(np.array([[2, 3], [2, 3]], np.uint8), 0.5).item() == 3      # 2.5 -> 3 (np.round: 2)
+    assert imresize(np.array([[4, 5], [4, 5]], np.uint8), 0.5).item() == 5      # 4.5 -> 5 (np.round: 4)
+    assert imresize(np.array([[4, 5], [4, 5]], np.uint16), 0.5).item() == 5
 
 
 @pytest.mark.parametrize('shape,scale', [((7, 5), 0.37), ((7, 5), 1.7), ((13, 11, 3), 0.5),
