@@ -20,5 +20,7 @@ CHECKPOINT_INTERVAL = 10000
 TFRECORD_PATH = 'train_SR_X4.tfrecord'
 CHECKPOINT_DIR = 'checkpoint'
 FRSR_CHECKPOINT = 'Model/FRSR'   # GEN initialisation of NatSR
+INIT_CHECKPOINT = None           # FRSR: start GEN from this checkpoint where names and shapes match
+                                 # (e.g. the x4 Model/FRSR for an x2 / x3 FRSR: body, conv_out, ...)
 NMD_CHECKPOINT = 'Model/NMD'     # CLASSIFIER of NatSR (frozen)
 SEED = 0                         # graph-level random seed and data shuffling seed

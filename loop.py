@@ -89,6 +89,20 @@ def restore_scope(sess, prefix, scope, what):
     tf.train.Saver(var_list=weights(scope)).restore(sess, prefix)
 
 
+def restore_matching(sess, prefix, scope):
+    """Load every variable of `scope` that checkpoint `prefix` holds under the same name with the
+    same shape (e.g. an x2 FRSR from the x4 one: all but the upsampler layers that differ).
+    Returns the names of the variables left as initialised; TrainingError if none matches."""
+    if not tf.train.checkpoint_exists(prefix):
+        raise TrainingError('%s: checkpoint not found (looked for %s.index)' % (prefix, prefix))
+    stored = dict(tf.train.list_variables(prefix))
+    match = [v for v in weights(scope) if list(stored.get(v.op.name, [])) == v.shape.as_list()]
+    if not match:
+        raise TrainingError('%s: holds none of the %s weights of this model' % (prefix, scope))
+    tf.train.Saver(var_list=match).restore(sess, prefix)
+    return sorted(v.op.name for v in weights(scope) if v not in match)
+
+
 def assign_values(sess, variables, values):
     """Load `values` (name -> array) into `variables`: the names and shapes must match exactly."""
     names = {v.op.name: v for v in variables}

@@ -158,6 +158,10 @@ def train(args):
                 loop.restore_scope(sess, args.nmd_checkpoint, 'CLASSIFIER', 'NMD')
                 print('GEN from %s, CLASSIFIER from %s (frozen), DIS from scratch'
                       % (args.frsr_checkpoint, args.nmd_checkpoint))
+            elif args.init_checkpoint:
+                fresh = loop.restore_matching(sess, args.init_checkpoint, 'GEN')
+                print('GEN from %s%s' % (args.init_checkpoint, '; from scratch: %s' % ', '.join(
+                    sorted({n.split('/')[1] for n in fresh})) if fresh else ''))
             if same_step is not None and not sess.run(same_step):
                 raise loop.TrainingError('the workers resumed from different steps: every worker must see the '
                                          "chief's trial folder %s (a shared file system)" % trial_dir)

@@ -151,6 +151,28 @@ def train_l1_at(prefix, data):
             return sess.run(l1)
 
 
+def test_frsr_x2_x3_start_from_the_x4_weights_that_fit(data, tmp_path, capsys):
+    x4 = random_checkpoint(str(tmp_path / 'FRSR'), lambda x: FRACTAL(x, 4), 'GEN')
+    source = values(x4, 'GEN/')
+    x3 = make_tfrecord(str(tmp_path / 'sr3.tfrecord'), 'NatSR', 2, 18, scale=3)
+    for scale, record, patch, fresh in ((2, data['sr_x2'], PATCH, set()),
+                                        (3, x3, 18, {'GEN/conv_up1/conv2d/kernel', 'GEN/conv_up1/conv2d/bias'})):
+        ck = tmp_path / ('ck%d' % scale)
+        args = ['--model', 'FRSR', '--scale', str(scale), '--tfrecord_path', record, '--patch_size', str(patch),
+                '--batch_size', '2', '--checkpoint_dir', str(ck), '--max_steps', '1', '--init_checkpoint', x4,
+                '--learning_rate', '0', '--lr_min', '0']           # a step that moves nothing: model-1 = start
+        assert sr_main.main(args) == 0
+        start = values(str(ck / ('FRSR_x%d_trial0' % scale) / 'model-1'), 'GEN/')
+        same = {k for k in start if k in source and np.array_equal(start[k], source[k])}
+        assert set(start) - same == fresh            # x2: every layer fits (conv_up2 is dropped); x3: conv_up1 differs
+        out = capsys.readouterr().out
+        assert ('from scratch: conv_up1' in out) == bool(fresh)
+    assert sr_main.main(['--model', 'FRSR', '--tfrecord_path', data['sr'], '--patch_size', str(PATCH),
+                         '--checkpoint_dir', str(tmp_path / 'bad'), '--max_steps', '0',
+                         '--init_checkpoint', random_checkpoint(str(tmp_path / 'NMD'), NMD, 'CLASSIFIER')]) == 2
+    assert 'holds none of the GEN weights' in capsys.readouterr().err
+
+
 def test_resume_continues_step_and_learning_rate(data, tmp_path):
     sched = ['--model', 'FRSR', '--lr_decay_steps', '2', '--lr_min', '1e-9']
     assert sr_main.main(sr_args(data, tmp_path / 'a', *sched, '--max_steps', '5')) == 0
