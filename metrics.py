@@ -187,3 +187,30 @@ def niqe(img, shave=0):
     cov = np.cov(feats[~np.isnan(feats).any(axis=1)], rowvar=False)  # nancov: drop rows with nan
     d = mu_pris - mu
     return float(np.sqrt(d @ np.linalg.pinv((cov_pris + cov) / 2) @ d))
+
+
+# ---------------------------------------------------------------- upsampler grid
+
+def lattice_energy(y, period):
+    """Energy of a float gray image at the period-`period` lattice of its 2-D DFT, per pixel: the
+    period**2 - 1 non-zero frequencies (k H / p, l W / p), where a pattern that repeats every
+    `period` pixels (the sub-pixel upsampler's dot grid) puts all of its energy. By Parseval it is
+    the variance of the image's p x p phase means (the mean of the pixels at y % p == a,
+    x % p == b), which is how it is computed. The image is cropped to a multiple of `period`."""
+    h, w = y.shape[0] - y.shape[0] % period, y.shape[1] - y.shape[1] % period
+    phases = np.asarray(y[:h, :w], np.float64).reshape(h // period, period, w // period, period).mean(axis=(0, 2))
+    return float(np.mean((phases - phases.mean()) ** 2))
+
+
+def grid(sr, base, hr, period, shave=0):
+    """How much upsampler-period energy the detail an SR method adds carries, relative to real
+    detail: lattice_energy(Y(sr) - Y(base)) / lattice_energy(Y(hr) - Y(base)), `shave` pixels off
+    each border. `base` is the fidelity model the method was fine-tuned from (FRSR for NatSR):
+    1 means as much energy at the grid's frequencies as the true detail has there, a dot grid
+    drawn by the method gives far more. uint8 RGB (or gray) images of the same size."""
+    if not sr.shape == base.shape == hr.shape:
+        raise ValueError('grid: shapes differ: %s, %s, %s' % (sr.shape, base.shape, hr.shape))
+    y_base = crop_border(rgb_to_y(base), shave)
+    real = lattice_energy(crop_border(rgb_to_y(hr), shave) - y_base, period)
+    added = lattice_energy(crop_border(rgb_to_y(sr), shave) - y_base, period)
+    return added / real if real > 0 else math.inf

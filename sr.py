@@ -363,6 +363,28 @@ def check_checkpoint(prefix, variables):
         raise CheckpointError('%s does not fit this model (%s): wrong scale or --model for this checkpoint?' % (prefix, what))
 
 
+def blend_weights(fidelity, perceptual, alpha):
+    """Network interpolation (ESRGAN's net_interp): {name: (1 - alpha) * w_fidelity + alpha *
+    w_perceptual} over the GEN weights of two checkpoints of the same graph (FRSR and the NatSR
+    fine-tuned from it). alpha 0 gives the first model's weights, 1 the second's, exactly."""
+    import tensorflow.compat.v1 as tf
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError('the blend must be in [0, 1], not %g' % alpha)
+    a, b = tf.train.load_checkpoint(fidelity), tf.train.load_checkpoint(perceptual)
+    shapes_a, shapes_b = a.get_variable_to_shape_map(), b.get_variable_to_shape_map()
+    names = sorted(n for n in shapes_a if n.startswith('GEN/') and '/Adam' not in n
+                   and '/ExponentialMovingAverage' not in n)
+    wrong = [n for n in names if shapes_b.get(n) != shapes_a[n]]
+    if not names or wrong:
+        raise CheckpointError('%s and %s cannot be blended: %s' % (
+            fidelity, perceptual, 'no GEN weights' if not names else 'they differ in %s' % wrong[0]))
+    if alpha in (0.0, 1.0):
+        reader = b if alpha else a
+        return {n: reader.get_tensor(n) for n in names}
+    return {n: ((1.0 - alpha) * a.get_tensor(n).astype(np.float64)
+                + alpha * b.get_tensor(n).astype(np.float64)).astype(np.float32) for n in names}
+
+
 def _first_line(e):
     """The line of an exception's message that says what went wrong: TensorFlow's graph errors
     wrap the cause in 'Graph execution error:', node names and a stack, and the Saver's in
@@ -402,7 +424,8 @@ class Generator(object):
     `xla`: compile the inference graph with XLA (session-wide JIT; each input shape compiles once).
     """
 
-    def __init__(self, scale, prefix=None, precision='fp32', seed=None, xla=False, emulate_bf16=False, plan=None):
+    def __init__(self, scale, prefix=None, precision='fp32', seed=None, xla=False, emulate_bf16=False, plan=None,
+                 weights=None):
         import tensorflow.compat.v1 as tf
         from loop import session_config
         from model import FRACTAL
@@ -423,7 +446,13 @@ class Generator(object):
                     raise CheckpointError('%s.data-00000-of-00001 not found: the .index alone holds no weights'
                                           % prefix)
             self.var_sess = tf.Session(graph=self.var_graph, config=session_config())
-            if prefix is None:
+            if weights is not None:                     # given values, e.g. blend_weights(...)
+                self.var_sess.run(tf.variables_initializer(self.variables))
+                for v in self.variables:
+                    if v.op.name not in weights or tuple(weights[v.op.name].shape) != tuple(v.shape.as_list()):
+                        raise CheckpointError('the given weights do not fit this model (%s)' % v.op.name)
+                    v.load(weights[v.op.name], self.var_sess)
+            elif prefix is None:
                 self.var_sess.run(tf.variables_initializer(self.variables))
             else:
                 try:

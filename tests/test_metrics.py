@@ -110,3 +110,37 @@ def test_niqe_params_shipped_and_cached():
     mu, cov, window = metrics.niqe_params()
     assert mu.shape == (36,) and cov.shape == (36, 36) and window.shape == (7, 7)
     assert metrics.niqe_params() is metrics.niqe_params()
+
+
+def _chelsea_sr_pair(scale=4):
+    """HR = scikit-image's bundled cat photo (fur: a texture), base = bicubic of its MATLAB LR."""
+    import skimage.data
+    hr = modcrop(skimage.data.chelsea(), scale)
+    base = np.clip(np.floor(imresize(imresize(hr, 1.0 / scale).astype(np.float64), scale) + 0.5), 0, 255)
+    return hr, base.astype(np.uint8)
+
+
+def test_grid_flags_a_period_4_pattern_and_not_the_hr_image():
+    hr, base = _chelsea_sr_pair()
+    assert metrics.grid(hr, base, hr, 4, shave=4) == pytest.approx(1.0)   # real detail: 1 by definition
+    assert metrics.grid(base, base, hr, 4, shave=4) == 0.0                  # no detail added: no grid
+    # a faint dot grid (one bright pixel in every 4x4 cell, +6 levels: hard to see at 1:1) on HR
+    dots = np.zeros(hr.shape[:2])
+    dots[1::4, 2::4] = 6
+    gridded = np.clip(hr + dots[:, :, None], 0, 255).astype(np.uint8)
+    assert metrics.grid(gridded, base, hr, 4, shave=4) > 3
+    # the same energy as noise, with no period: not flagged
+    noise = np.random.RandomState(0).permutation(dots.ravel()).reshape(dots.shape)
+    noisy = np.clip(hr + noise[:, :, None], 0, 255).astype(np.uint8)
+    assert metrics.grid(noisy, base, hr, 4, shave=4) < 1.2
+
+
+def test_lattice_energy_of_a_pure_period_pattern():
+    y = np.tile(np.array([[0, 4, 0, 0]] * 4, np.float64), (5, 6))   # 20 x 24, period 4 in both axes
+    # all energy but the mean's sits on the lattice: sum of squares of (y - mean) per pixel
+    assert metrics.lattice_energy(y, 4) == pytest.approx(np.mean((y - y.mean()) ** 2))
+    assert metrics.lattice_energy(np.full((20, 24), 7.0), 4) == pytest.approx(0.0, abs=1e-12)
+    # the DFT definition: the energy at the 15 non-zero lattice frequencies, per pixel (Parseval)
+    img = np.random.RandomState(3).rand(22, 27) * 50                      # cropped to 20 x 24
+    spec = np.abs(np.fft.fft2(img[:20, :24])) ** 2
+    assert metrics.lattice_energy(img, 4) == pytest.approx((spec[::5, ::6].sum() - spec[0, 0]) / 480 ** 2)
