@@ -13,6 +13,12 @@ LR_DECAY_RATE = 0.1
 LR_MIN = 1e-4                # ... never below LR_MIN
 NAT_WEIGHT = 1e-3            # L = L_recon + NAT_WEIGHT * L_nat + GAN_WEIGHT * L_G
 GAN_WEIGHT = 1e-3
+EMA_DECAY = 0.0              # > 0: also keep an exponential moving average of GEN's weights (an option,
+                             # not the paper's; --export then ships the average)
+D_SHIFT = 0                  # > 0: DIS sees each HR / SR patch cropped at a random offset in [0, D_SHIFT]
+                             # (an option, not the paper's: see README, "The dot grid")
+GRID_WEIGHT = 0.0            # > 0: + GRID_WEIGHT * train.grid_loss (SR - HR at the upsampler's lattice
+                             # frequencies) in NatSR's G loss (an option, not the paper's: "The dot grid")
 MAX_STEPS = 1000000
 SUMMARY_INTERVAL = 1000
 CHECKPOINT_INTERVAL = 10000

@@ -78,25 +78,61 @@ class Trainer(object):
         loss_recon = tf.reduce_mean(tf.abs(sr - hr))
         gen_vars = tf.trainable_variables('GEN/')
         if args.model == 'FRSR':
-            train = self.opt_g.minimize(distribute.replica_share(loss_recon), var_list=gen_vars,
-                                        global_step=self.step)
+            train = self.with_ema(self.opt_g.minimize(distribute.replica_share(loss_recon), var_list=gen_vars,
+                                                      global_step=self.step), gen_vars)
             return {'train': train, 'l1': loss_recon, 'sr': sr}
         # D step on this batch: SR is a constant for DIS.
-        c_real = Discriminator(hr).logit
-        c_fake = Discriminator(tf.stop_gradient(sr), reuse=True).logit
+        view = lambda x: random_shift(x, args.d_shift)  # noqa: E731  (identity by default)
+        c_real = Discriminator(view(hr)).logit
+        c_fake = Discriminator(view(tf.stop_gradient(sr)), reuse=True).logit
         loss_d, _ = ragan_losses(c_real, c_fake)
         d_train = self.opt_d.minimize(distribute.replica_share(loss_d), var_list=tf.trainable_variables('DIS/'))
         # G step on the same batch, scored by the updated DIS and the frozen NMD.
         with tf.control_dependencies([d_train]):
-            c_real = Discriminator(hr, reuse=True).logit
-            c_fake = Discriminator(sr, reuse=True).logit
+            c_real = Discriminator(view(hr), reuse=True).logit
+            c_fake = Discriminator(view(sr), reuse=True).logit
             _, loss_gan = ragan_losses(c_real, c_fake)
             nmd_score = NMD(sr).output
             loss_nat = -tf.reduce_mean(tf.log(nmd_score + 1e-10))
             loss_g = loss_recon + args.nat_weight * loss_nat + args.gan_weight * loss_gan
-        train = self.opt_g.minimize(distribute.replica_share(loss_g), var_list=gen_vars, global_step=self.step)
+            if args.grid_weight:                 # an option, not the paper's (README, "The dot grid")
+                loss_g += args.grid_weight * grid_loss(sr, hr, args.scale)
+        train = self.with_ema(self.opt_g.minimize(distribute.replica_share(loss_g), var_list=gen_vars,
+                                                  global_step=self.step), gen_vars)
         return {'train': train, 'd_train': d_train, 'l1': loss_recon, 'nat': loss_nat, 'g_gan': loss_gan,
                 'd': loss_d, 'g': loss_g, 'nmd_score': tf.reduce_mean(nmd_score), 'sr': sr}
+
+
+    def with_ema(self, train, gen_vars):
+        """`train`, followed by the update of the moving average of GEN's weights (--ema_decay > 0).
+        `ema_reset` copies the weights into the average (after GEN is loaded from a checkpoint)."""
+        self.ema_reset = None
+        if not self.args.ema_decay:
+            return train
+        ema = tf.train.ExponentialMovingAverage(self.args.ema_decay)
+        with tf.control_dependencies([train]):
+            update = ema.apply(gen_vars)
+        self.ema_reset = tf.group([ema.average(v).assign(v) for v in gen_vars])
+        return update
+
+
+def grid_loss(sr, hr, period):
+    """Mean |deviation| of the period x period phase means of SR - HR from their mean, per patch and
+    channel: the error's component at the sub-pixel upsampler's lattice frequencies (whose energy
+    metrics.grid measures), i.e. a dot grid that HR does not have."""
+    _, h, w, c = sr.get_shape().as_list()
+    err = tf.reshape(sr - hr, [-1, h // period, period, w // period, period, c])
+    phases = tf.reduce_mean(err, axis=[1, 3])
+    return tf.reduce_mean(tf.abs(phases - tf.reduce_mean(phases, axis=[1, 2], keepdims=True)))
+
+
+def random_shift(x, shift):
+    """Each image of the batch `x` [N, H, W, C] cropped to H - shift, W - shift at its own random
+    offset in [0, shift]: the phase of the patches on DIS's stride-2 grid changes at every step."""
+    if not shift:
+        return x
+    n, h, w, c = x.get_shape().as_list()
+    return tf.stack([tf.image.random_crop(x[i], [h - shift, w - shift, c]) for i in range(n)])
 
 
 def run_name(args):
@@ -136,6 +172,8 @@ def train(args):
     tf.reset_default_graph()
     tf.set_random_seed(args.seed)
     cluster = distribute.cluster(args)
+    if args.ema_decay and cluster.strategy is not None:
+        raise loop.TrainingError('--ema_decay works with --strategy none only')
     ds, meta = load_data(args, cluster.replicas)
     with cluster.scope():
         lr, hr, data_init = cluster.batches(ds)
@@ -162,6 +200,8 @@ def train(args):
                 fresh = loop.restore_matching(sess, args.init_checkpoint, 'GEN')
                 print('GEN from %s%s' % (args.init_checkpoint, '; from scratch: %s' % ', '.join(
                     sorted({n.split('/')[1] for n in fresh})) if fresh else ''))
+            if not prefix and trainer.ema_reset is not None:
+                sess.run(trainer.ema_reset)          # the average starts from the loaded weights
             if same_step is not None and not sess.run(same_step):
                 raise loop.TrainingError('the workers resumed from different steps: every worker must see the '
                                          "chief's trial folder %s (a shared file system)" % trial_dir)
@@ -175,6 +215,20 @@ def train(args):
 
 
 def export(args, out_prefix):
-    """Write the GEN weights of the trial's latest (or --step) checkpoint to `out_prefix`."""
+    """Write the GEN weights of the trial's latest (or --step) checkpoint to `out_prefix`: their
+    moving average where the run kept one (--ema_decay), else the weights themselves."""
     trial_dir = os.path.join(args.checkpoint_dir, run_name(args))
-    loop.export(lambda x: FRACTAL(x, args.scale), 'GEN', trial_dir, args.step, out_prefix)
+    source = (os.path.join(trial_dir, 'model-%d' % args.step) if args.step is not None
+              else tf.train.latest_checkpoint(trial_dir))
+    values = ema_weights(source) if source and tf.train.checkpoint_exists(source) else None
+    if values is not None:
+        print('exporting the moving average of the GEN weights of %s' % source)
+    loop.export(lambda x: FRACTAL(x, args.scale), 'GEN', trial_dir, args.step, out_prefix, values)
+
+
+def ema_weights(prefix, scope='GEN'):
+    """{weight name: its moving average} from checkpoint `prefix`, or None when it holds none."""
+    reader = tf.train.load_checkpoint(prefix)
+    suffix = '/ExponentialMovingAverage'
+    names = [n for n in reader.get_variable_to_shape_map() if n.startswith(scope + '/') and n.endswith(suffix)]
+    return {n[:-len(suffix)]: reader.get_tensor(n) for n in names} or None

@@ -278,6 +278,62 @@ def test_natsr_d_step_then_g_step_with_frozen_nmd(data, tmp_path, capsys):
     assert 'NMD checkpoint not found' in capsys.readouterr().err
 
 
+def test_natsr_ema_of_gen_weights_resumes_and_is_exported(data, tmp_path, capsys):
+    frsr = random_checkpoint(str(tmp_path / 'FRSR'), lambda x: FRACTAL(x, 4), 'GEN')
+    nmd = random_checkpoint(str(tmp_path / 'NMD'), NMD, 'CLASSIFIER')
+    run = lambda steps, *extra: sr_main.main(sr_args(     # noqa: E731
+        data, tmp_path / 'ck', '--max_steps', str(steps), '--frsr_checkpoint', frsr, '--nmd_checkpoint', nmd,
+        '--ema_decay', '0.75', '--checkpoint_interval', '1', *extra))
+    assert run(2) == 0
+    trial = tmp_path / 'ck' / 'NatSR_x4_trial0'
+    w0, w1, w2 = values(frsr, 'GEN/'), values(str(trial / 'model-1'), 'GEN/'), values(str(trial / 'model-2'), 'GEN/')
+    ema = lambda prefix: train.ema_weights(str(prefix))  # noqa: E731
+    name = 'GEN/conv_out/conv2d/kernel'
+    # the average starts at the FRSR weights: a1 = d w0 + (1 - d) w1, a2 = d a1 + (1 - d) w2
+    a1 = 0.75 * w0[name] + 0.25 * w1[name]
+    np.testing.assert_allclose(ema(trial / 'model-1')[name], a1, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(ema(trial / 'model-2')[name], 0.75 * a1 + 0.25 * w2[name], rtol=1e-5, atol=1e-7)
+    assert set(ema(trial / 'model-2')) == {k for k in w2 if not k.endswith('/ExponentialMovingAverage')}
+    assert run(3) == 0                                   # resumes: the average continues from step 2's
+    a3 = 0.75 * ema(trial / 'model-2')[name] + 0.25 * values(str(trial / 'model-3'), 'GEN/')[name]
+    np.testing.assert_allclose(ema(trial / 'model-3')[name], a3, rtol=1e-5, atol=1e-7)
+    # --export ships the average; a run without --ema_decay exports its weights as they are
+    capsys.readouterr()
+    assert run(3, '--export', str(tmp_path / 'NatSR')) == 0
+    assert 'moving average' in capsys.readouterr().out
+    np.testing.assert_array_equal(values(str(tmp_path / 'NatSR'))[name], ema(trial / 'model-3')[name])
+    assert train.ema_weights(frsr) is None
+
+
+def test_grid_loss_sees_only_a_period_pattern_of_the_error():
+    rng = np.random.RandomState(4)
+    hr = rng.rand(2, 16, 16, 3).astype(np.float32)
+    dots = np.zeros((2, 16, 16, 3), np.float32)
+    dots[:, 1::4, 2::4] = 0.16                     # one dot per 4x4 cell: phase means 0.16 at one phase
+    with tf.Graph().as_default(), tf.Session() as sess:
+        loss = lambda sr: sess.run(train.grid_loss(tf.constant(sr), tf.constant(hr), 4))  # noqa: E731
+        assert loss(hr) == 0 and loss(hr + 0.3) == pytest.approx(0, abs=1e-7)   # a constant error: no grid
+        assert loss(hr + dots) == pytest.approx((0.15 + 15 * 0.01) / 16, rel=1e-4)  # |0.16 - 0.01|, 15 x 0.01
+        noise = rng.permutation(dots.ravel()).reshape(dots.shape)          # same energy, no period
+        assert loss(hr + noise) < 0.5 * loss(hr + dots)
+
+
+def test_random_shift_crops_every_image_at_its_own_offset():
+    x = np.arange(4 * 12 * 12 * 1, dtype=np.float32).reshape(4, 12, 12, 1)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        tf.set_random_seed(1)
+        assert train.random_shift(tf.constant(x), 0).shape.as_list() == [4, 12, 12, 1]
+        crops = np.concatenate([sess.run(train.random_shift(tf.constant(x), 4)) for _ in range(5)])
+    assert crops.shape == (20, 8, 8, 1)
+    offsets = set()
+    for c in crops:                      # each crop is a contiguous 8x8 window of one image
+        i, rem = divmod(int(c[0, 0, 0]), 144)
+        y, x0 = divmod(rem, 12)
+        np.testing.assert_array_equal(c, x[i, y:y + 8, x0:x0 + 8])
+        offsets.add((y, x0))
+    assert len(offsets) > 3 and all(0 <= y <= 4 and 0 <= x0 <= 4 for y, x0 in offsets)
+
+
 # --- NMD --------------------------------------------------------------------------------
 
 def test_nmd_trains_curriculum_resumes_and_exports(data, tmp_path):
