@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 import metrics
 import sr as srlib  # TensorFlow is imported only when a network is built, after --gpu is applied
+import tflog
 import utils
 from imresize import imresize
 from sr import MODEL_SCALES, PRECISIONS
@@ -80,7 +81,7 @@ def parse_args(argv=None):
                         'fp16 (NVIDIA GPU >= 7.0), bf16 (CPU with AVX512_BF16 / AMX-BF16, or NVIDIA GPU >= 8.0); '
                         'an unsupported choice is an error')
     p.add_argument('--csv', default=None, help='metrics CSV path (default: SAVEPATH/MODEL/metrics.csv)')
-    return p.parse_args(argv)
+    return tflog.add_flag(p).parse_args(argv)
 
 
 # ---------------------------------------------------------------- jobs
@@ -394,7 +395,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.gpu is not None:
         os.environ['CUDA_VISIBLE_DEVICES'] = '' if args.gpu.strip() == '-1' else args.gpu
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    tflog.quiet(args.verbose)
     # oneDNN's convolutions on the frozen inference graph (sr.Generator): on AVX2 CPUs about 1.2x
     # faster than Eigen's, which TensorFlow uses there by default. TF_ENABLE_ONEDNN_OPTS=0 opts out.
     os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
