@@ -300,3 +300,16 @@ def test_find_checkpoint_layouts(tmp_path):
     with pytest.raises(sr.CheckpointError, match='no checkpoint for model FRSR_x3: %s.index not found'
                        % (tmp_path / 'Model' / 'FRSR_x3')):
         sr.find_checkpoint(str(tmp_path / 'Model'), 'FRSR_x3')
+    # --modelpath at the trainers' --checkpoint_dir: the one trial of the model, or the candidates
+    for trial in ('FRSR_x4_trial0', 'NMD_x4_trial0'):
+        touch('ck', trial, 'model-9.index')
+        (tmp_path / 'ck' / trial / 'checkpoint').write_text('model_checkpoint_path: "model-9"\n')
+    assert sr.find_checkpoint(str(tmp_path / 'ck'), 'FRSR') == str(tmp_path / 'ck' / 'FRSR_x4_trial0' / 'model-9')
+    with pytest.raises(sr.CheckpointError, match=r'NatSR.index not found, and no NatSR_x4_trial<N> folder '
+                                                 r'\(it holds FRSR_x4_trial0, NMD_x4_trial0\)'):
+        sr.find_checkpoint(str(tmp_path / 'ck'), 'NatSR')
+    touch('ck', 'FRSR_x4_trial12', 'model-3.index')
+    (tmp_path / 'ck' / 'FRSR_x4_trial12' / 'checkpoint').write_text('model_checkpoint_path: "model-3"\n')
+    with pytest.raises(sr.CheckpointError, match=r'holds 2 trials of FRSR \(FRSR_x4_trial0, FRSR_x4_trial12\): '
+                                                 r'pick one, e.g. --modelpath %s' % (tmp_path / 'ck' / 'FRSR_x4_trial12')):
+        sr.find_checkpoint(str(tmp_path / 'ck'), 'FRSR')
