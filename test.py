@@ -51,8 +51,9 @@ from sr import MODEL_SCALES, PRECISIONS
 MODELS = tuple(MODEL_SCALES) + ('bicubic',)
 DEFAULT_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'camera', 'rocket')  # skimage.data, bundled
 EXIT_FAILED, EXIT_USAGE = 1, 2
-MIN_LR_SIDE = 4  # network models: smaller inputs come out with wrong colours (the border's zero padding
-#                  dominates: a 1x1 LR image is off by 64 grey levels, 2x2 by 8, 4x4 and up by 1 to 3)
+MIN_LR_SIDE = 4  # network models: smaller inputs come out with wrong colours, the border's zero padding
+#                  dominating (shipped FRSR / NatSR on a flat colour: 1x1 off by 58-64 grey levels on average,
+#                  2x2 by 8, 4x4 by 3-4, 32x32 by 2; on photo crops the mean colour settles from 4 pixels on)
 SSIM_WINDOW = metrics.gaussian_1d().size  # PSNR / SSIM need this many pixels once `scale` are shaved
 # Host memory per output pixel of one image, besides the network's own (decoding, the float32 result
 # and its copies, MATLAB rounding in float64, saving, scoring): 93 bytes measured at x4 with --ref.
