@@ -22,9 +22,8 @@ import shutil
 import sys
 import tempfile
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-
-import sr  # noqa: E402  (TensorFlow is imported when the graph is built)
+import sr  # TensorFlow is imported when the graph is built
+import tflog
 
 SIGNATURE = 'serving_default'
 
@@ -46,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument('--out', required=True, help='SavedModel folder to write (must not exist, unless --overwrite)')
     p.add_argument('--overwrite', action='store_true', help='replace --out if it exists')
     p.add_argument('--gpu', default=None, help='CUDA_VISIBLE_DEVICES while exporting (default: unchanged)')
-    return p.parse_args(argv)
+    return tflog.add_flag(p).parse_args(argv)
 
 
 def resolve(args):
@@ -121,6 +120,7 @@ def export(prefix, scale, out_dir, overwrite=False):
 
 def main(argv=None):
     args = parse_args(argv)
+    tflog.quiet(args.verbose)
     if args.gpu is not None:
         os.environ['CUDA_VISIBLE_DEVICES'] = '' if args.gpu.strip() == '-1' else args.gpu
     try:

@@ -1,19 +1,23 @@
-"""Train FRSR (L1) or fine-tune NatSR, e.g.
+"""Train FRSR (L1 loss) or fine-tune NatSR (L1 + naturalness loss from the NMD + RaGAN).
+
+Examples:
 
     python main.py --model FRSR --gpu 0 --trial 0 --tfrecord_path train_SR_X4.tfrecord
     python main.py --model NatSR --frsr_checkpoint Model/FRSR --nmd_checkpoint Model/NMD
     python main.py --model FRSR --export Model/FRSR     # ship the GEN weights of the trial
     python main.py --model FRSR --strategy mirrored     # all GPUs of this machine (--num_gpus N)
-    TF_CONFIG='{"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", "index": 0}}' \
+    TF_CONFIG='{"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", "index": 0}}' \\
         python main.py --model FRSR --strategy multiworker  # one such command on each machine
 
 Every constant of config.py is a flag (--batch_size, --learning_rate, --scale, ...); --batch_size
 is the global batch, split evenly over the replicas of --strategy (see distribute.py).
 """
-import os
+import argparse
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import tflog
+
+tflog.quiet('--verbose' in sys.argv[1:])  # before TensorFlow starts (loop imports it)
 import loop  # noqa: E402
 
 loop.select_gpu(sys.argv)
@@ -23,7 +27,8 @@ import train  # noqa: E402
 
 
 def main(argv=None):
-    parser = distribute.add_flags(loop.config_parser(config, __doc__.split('\n')[0]))
+    parser = tflog.add_flag(distribute.add_flags(loop.config_parser(config, __doc__.split('\n')[0])))
+    parser.epilog, parser.formatter_class = __doc__.split('\n', 2)[2], argparse.RawDescriptionHelpFormatter
     return loop.run_main(parser, train, argv, 'Model/FRSR')
 
 

@@ -70,7 +70,9 @@ def find_checkpoint(modelpath, model):
     Tried in order: `<modelpath>/<model>` (+ .index: the original release's layout, Model/NatSR);
     a folder `<modelpath>/<model>/` holding a `checkpoint` file (its newest checkpoint);
     `<modelpath>` itself as a prefix; a folder `<modelpath>` holding a `checkpoint` file (a
-    training folder: its newest checkpoint, unless that is another model's, e.g. Model/NatSR).
+    trial folder: its newest checkpoint, unless that is another model's, e.g. Model/NatSR); the
+    trainers' --checkpoint_dir, holding `<run>_trial<N>/` folders (run = FRSR_x4, NatSR_x4, FRSR_x2,
+    ...): the newest checkpoint of the one trial of `model`, or an error that lists the trials.
     """
     prefix = os.path.join(modelpath, model)
     if os.path.isfile(prefix + '.index'):
@@ -82,7 +84,30 @@ def find_checkpoint(modelpath, model):
             return found
     if os.path.isfile(modelpath + '.index'):
         return modelpath
-    raise CheckpointError('no checkpoint for model %s: %s.index not found' % (model, prefix))
+    trials = _trials(modelpath)
+    run = '%s_x%d' % (model.split('_x')[0], MODEL_SCALES[model])  # train.run_name without the trial
+    mine = sorted((t for t in trials if re.match(re.escape(run) + r'_trial\d+$', t)),
+                  key=lambda t: int(t.rsplit('trial', 1)[1]))
+    if len(mine) == 1:
+        return trials[mine[0]]
+    if mine:
+        raise CheckpointError('%s holds %d trials of %s (%s): pick one, e.g. --modelpath %s'
+                              % (modelpath, len(mine), model, ', '.join(mine), os.path.join(modelpath, mine[-1])))
+    others = ', and no %s_trial<N> folder (it holds %s)' % (run, ', '.join(sorted(trials))) if trials else ''
+    raise CheckpointError('no checkpoint for model %s: %s.index not found%s' % (model, prefix, others))
+
+
+def _trials(folder):
+    """{name: newest checkpoint prefix} of the sub-folders of `folder` that hold a `checkpoint` file."""
+    if not os.path.isdir(folder):
+        return {}
+    found = {}
+    for name in os.listdir(folder):
+        path = os.path.join(folder, name)
+        prefix = _checkpoint_file_prefix(path) if os.path.isdir(path) else None
+        if prefix:
+            found[name] = prefix
+    return found
 
 
 # ---------------------------------------------------------------- tiling

@@ -13,18 +13,24 @@ channel mean of the output); an alpha channel is upscaled with bicubic and re-at
 input gives 16-bit output. Results go to `<savepath>/<model>/<stem>.png` (`bicubic_x<s>` for the
 baseline). With `--ref 1`, LR and HR images are paired by file stem (`babyx4.png` with `baby.bmp`),
 and PSNR / SSIM (Y channel, `scale` pixels shaved, HR cropped to a multiple of the scale) and, with
-`--niqe`, NIQE of the output are printed and written to `metrics.csv` beside the results.
+`--niqe`, NIQE of the output are printed and written to a CSV beside the results, named after the
+job (`metrics_<data>_<checkpoint>_<hash>.csv`: one job never overwrites another's scores), whose
+rows also record the checkpoint, a hash of its weights, the data folders and the options.
 
 Speed: the graph is built once per run and takes any image size; while the network works on one
 image, the next one is decoded and the previous one is scored and encoded on two helper threads.
 `--precision` picks the arithmetic (fp32 default; tf32 / fp16 / bf16 on NVIDIA GPUs, bf16 on CPUs
 with AVX512_BF16 or AMX-BF16); a choice this machine cannot run is an error, never a silent fp32.
 
-Exit status: 0 all done; 1 some images could not be read or scored (each reported by name); 2 bad
-arguments, folders or checkpoint (one line, nothing run).
+Exit status: 0 all done; 1 some images could not be read, run or scored (each reported by name: too
+small, too large for the memory, more than utils.MAX_PIXELS), or saving failed (a full disk: the run
+stops, the images saved before are kept); 2 bad arguments, folders, checkpoint or output locations
+(one line, nothing run).
 """
 import argparse
 import csv
+import hashlib
+import json
 import math
 import os
 import re
@@ -37,6 +43,7 @@ from tqdm import tqdm
 
 import metrics
 import sr as srlib  # TensorFlow is imported only when a network is built, after --gpu is applied
+import tflog
 import utils
 from imresize import imresize
 from sr import MODEL_SCALES, PRECISIONS
@@ -44,10 +51,21 @@ from sr import MODEL_SCALES, PRECISIONS
 MODELS = tuple(MODEL_SCALES) + ('bicubic',)
 DEFAULT_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'camera', 'rocket')  # skimage.data, bundled
 EXIT_FAILED, EXIT_USAGE = 1, 2
+MIN_LR_SIDE = 4  # network models: smaller inputs come out with wrong colours, the border's zero padding
+#                  dominating (shipped FRSR / NatSR on a flat colour: 1x1 off by 58-64 grey levels on average,
+#                  2x2 by 8, 4x4 by 3-4, 32x32 by 2; on photo crops the mean colour settles from 4 pixels on)
+SSIM_WINDOW = metrics.gaussian_1d().size  # PSNR / SSIM need this many pixels once `scale` are shaved
+# Host memory per output pixel of one image, besides the network's own (decoding, the float32 result
+# and its copies, MATLAB rounding in float64, saving, scoring): 93 bytes measured at x4 with --ref.
+BYTES_PER_SR_PIXEL = 128
 
 
 class UsageError(Exception):
-    """Bad arguments, folders or checkpoint: reported in one line, exit status 2, nothing run."""
+    """Bad arguments, folders, checkpoint or output locations: one line, exit status 2, nothing run."""
+
+
+class OutputError(Exception):
+    """A result that could not be written (a full disk): one line, the run stops, exit status 1."""
 
 
 def parse_args(argv=None):
@@ -79,18 +97,19 @@ def parse_args(argv=None):
                    help='arithmetic of the network: fp32 (default, exact); tf32 (NVIDIA GPU, compute capability >= 8.0), '
                         'fp16 (NVIDIA GPU >= 7.0), bf16 (CPU with AVX512_BF16 / AMX-BF16, or NVIDIA GPU >= 8.0); '
                         'an unsupported choice is an error')
-    p.add_argument('--csv', default=None, help='metrics CSV path (default: SAVEPATH/MODEL/metrics.csv)')
-    return p.parse_args(argv)
+    p.add_argument('--csv', default=None, help='metrics CSV path (default: one per job, '
+                                               'SAVEPATH/MODEL/metrics_<data>_<checkpoint>_<hash>.csv)')
+    return tflog.add_flag(p).parse_args(argv)
 
 
 # ---------------------------------------------------------------- jobs
 
 class Item(object):
-    """One image of the job: its display name, output stem, and `load()` -> (LR, HR or None),
-    which may raise utils.ImageError."""
+    """One image of the job: its display name, output stem, `load()` -> (LR, HR or None), which may
+    raise utils.ImageError, and `path`: the LR file, whose header is checked before decoding (or None)."""
 
-    def __init__(self, name, stem, load):
-        self.name, self.stem, self.load = name, stem, load
+    def __init__(self, name, stem, load, path=None):
+        self.name, self.stem, self.load, self.path = name, stem, load, path
 
 
 def _stem(path):
@@ -149,7 +168,7 @@ def folder_items(args, scale, ref):
     pairs = (pair_files(lr_files, list_folder(args.labelpath, 'HR'), scale) if ref
              else [(f, None) for f in lr_files])
     return [Item(os.path.basename(lr), _stem(lr),
-                 lambda lr=lr, hr=hr: (utils.read_image(lr), utils.read_image(hr) if hr else None))
+                 lambda lr=lr, hr=hr: (utils.read_image(lr), utils.read_image(hr) if hr else None), lr)
             for lr, hr in pairs]
 
 
@@ -213,6 +232,36 @@ def check_sizes(lr, hr, scale):
     return None
 
 
+def input_limit(model, scale, ref):
+    """(smallest LR side this job runs, why): the network models' MIN_LR_SIDE, and what scoring needs."""
+    limits = [(1, '')]
+    if model != 'bicubic':
+        limits.append((MIN_LR_SIDE, 'smaller inputs come out of the network with wrong colours; '
+                                    '--model bicubic runs them'))
+    if ref:
+        limits.append((-(-(2 * scale + SSIM_WINDOW) // scale),
+                       'PSNR / SSIM need %dx%d pixels once %d are shaved from every border; --ref 0 skips scoring'
+                       % (SSIM_WINDOW, SSIM_WINDOW, scale)))
+    return max(limits)
+
+
+def input_problem(h, w, scale, limit, budget):
+    """Why an LR image of h x w pixels cannot be run, or None: a side below `limit` (input_limit), or
+    a result that would not fit in `budget` bytes (BYTES_PER_SR_PIXEL per output pixel)."""
+    side, why = limit
+    if min(h, w) < side:
+        return 'LR %dx%d is smaller than %dx%d pixels (%s)' % (w, h, side, side, why)
+    need = BYTES_PER_SR_PIXEL * h * w * scale * scale
+    if need > budget:
+        return ('LR %dx%d at x%d gives %dx%d pixels, which need about %s of memory, and %s are free for them'
+                % (w, h, scale, w * scale, h * scale, _bytes(need), _bytes(budget)))
+    return None
+
+
+def _bytes(n):
+    return '%.1f GB' % (n / 2.0 ** 30) if n >= 1 << 30 else '%d MB' % round(n / 2.0 ** 20)
+
+
 # ---------------------------------------------------------------- output
 
 def warn(msg):
@@ -227,13 +276,46 @@ def print_table(rows, columns):
         print('%-*s' % (width, r['image']) + ''.join('  ' + fmt[c][1] % r[c] for c in columns))
 
 
-def write_csv(path, rows, columns):
+def write_csv(path, rows, columns, job):
+    """The metrics, one row per image then the mean, each row ending with the `job` record."""
     with utils.atomic_path(path) as tmp:
         with open(tmp, 'w', newline='') as f:
             w = csv.writer(f)
-            w.writerow(['image'] + columns)
+            w.writerow(['image'] + columns + list(job))
             for r in rows:
-                w.writerow([r['image']] + ['%.6f' % r[c] for c in columns])
+                w.writerow([r['image']] + ['%.6f' % r[c] for c in columns] + list(job.values()))
+
+
+def weights_hash(weights):
+    """12 hex digits of SHA-256 over the weights ({name: array}): names, shapes and values."""
+    h = hashlib.sha256()
+    for name in sorted(weights):
+        a = np.ascontiguousarray(weights[name])
+        h.update(('%s %s %s;' % (name, a.dtype, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:12]
+
+
+def job_record(args, model, scale, prefix, gen, default_job):
+    """What produced the scores: model, checkpoint and a hash of its weights, data folders, options."""
+    return {'model': model, 'scale': scale,
+            'checkpoint': os.path.abspath(prefix) if prefix else '',
+            'weights': weights_hash(gen.weights()) if gen is not None else '',
+            'datapath': 'scikit-image sample photos' if default_job else os.path.abspath(args.datapath),
+            'labelpath': os.path.abspath(args.labelpath) if args.labelpath else '',
+            'tile': args.tile or 'auto', 'precision': args.precision if gen is not None else ''}
+
+
+def csv_name(job):
+    """metrics_<data>_<checkpoint>_<hash>.csv: the LR folder and its parent, the checkpoint (with its
+    trial folder), and 8 hex digits of the whole job record: one job per name."""
+    def tail(path, n):
+        return '-'.join(p for p in os.path.normpath(path).split(os.sep)[-n:] if p)
+    data = 'samples' if job['datapath'] == 'scikit-image sample photos' else tail(job['datapath'], 2)
+    ckpt = job['checkpoint']
+    ckpt = tail(ckpt, 2 if re.match(r'model-\d+$', os.path.basename(ckpt)) else 1) if ckpt else 'bicubic'
+    digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:8]
+    return re.sub(r'[^\w.-]+', '_', 'metrics_%s_%s_%s.csv' % (data, ckpt, digest))
 
 
 def mean_row(rows, columns):
@@ -269,8 +351,25 @@ def job_settings(args):
     return scale, default_job, ref, save
 
 
+def check_outputs(args, outdir, save, columns):
+    """UsageError unless every location this job writes can be written: the results folder (with
+    --save, or the CSV's default place) and --csv, which must not be a folder."""
+    places = []
+    if save or (columns and not args.csv):
+        places.append((outdir, 'results'))
+    if args.csv and columns:
+        if os.path.isdir(args.csv):
+            raise UsageError('--csv %s is a folder; give a file name, e.g. %s'
+                             % (args.csv, os.path.join(args.csv, 'metrics.csv')))
+        places.append((os.path.dirname(os.path.abspath(args.csv)), '--csv'))
+    for folder, what in places:
+        problem = utils.unwritable(folder)
+        if problem:
+            raise UsageError('cannot write %s to %s: %s' % (what, folder, problem))
+
+
 def run(args):
-    # Arguments and folders first: nothing is built or written before they all hold.
+    # Arguments, folders and output locations first: nothing is built or written before they all hold.
     scale, default_job, ref, save = job_settings(args)
     items = default_items(scale) if default_job else folder_items(args, scale, ref)
     if save:
@@ -298,6 +397,7 @@ def run(args):
     folder = model if model != 'bicubic' else 'bicubic_x%d' % scale
     outdir = os.path.join(args.savepath, folder)
     columns = (['psnr', 'ssim'] if ref else []) + (['niqe'] if args.niqe else [])
+    check_outputs(args, outdir, save, columns)
 
     print('job: %s, %d image%s, x%d' % ('bundled sample photos (scikit-image)' if default_job else args.datapath,
                                         len(items), '' if len(items) == 1 else 's', scale))
@@ -312,6 +412,12 @@ def run(args):
             print('note: --precision has no effect on bicubic')
     else:
         print('model: %s, x%d, checkpoint %s, %s' % (model, scale, prefix, args.precision))
+        if args.tile is not None and args.tile < srlib.MIN_TILE:
+            side = args.tile + 2 * srlib.RECEPTIVE_MARGIN
+            warn('warning: --tile %d is below %d LR pixels: every tile also runs %d pixels of context on each side '
+                 '(up to %dx the work of the tile itself); --tile %d or more, or no --tile, is much faster'
+                 % (args.tile, srlib.MIN_TILE, srlib.RECEPTIVE_MARGIN, side * side // (args.tile * args.tile),
+                    srlib.MIN_TILE))
         try:
             gen = srlib.Generator(scale, prefix, precision=args.precision)
         except (srlib.CheckpointError, srlib.PrecisionError) as e:
@@ -320,31 +426,65 @@ def run(args):
             print('precision: %s' % gen.plan.what)
         print('device: %s' % gen.device)
         sr_rgb = lambda rgb: gen(rgb, tile=args.tile)  # noqa: E731
+    job = job_record(args, model, scale, prefix, gen, default_job)
+    csv_path = args.csv or os.path.join(outdir, csv_name(job))
     sys.stdout.flush()
 
-    rows, failed, saved, seconds = [], 0, 0, 0.0
+    limit = input_limit(model, scale, ref)
+    # the network's own memory is half of the host's on CPU (Generator.memory_budget): results get the rest
+    share = 2 if gen is not None and gen.device == 'CPU' else 1
+
+    def load(it):
+        """(LR, HR or None); the LR size its header declares is checked before anything is decoded."""
+        if it.path:
+            h, w = utils.checked_size(it.path)
+            problem = input_problem(h, w, scale, limit, srlib.available_memory() // share)
+            if problem:
+                raise utils.ImageError('%s: %s' % (it.path, problem))
+        return it.load()
+
+    def finish(name, stem, out, hr):
+        """Score, then save one result: its metrics row, or None without metrics."""
+        try:
+            row = dict(image=name, **score(out, hr, scale, name, ref, args.niqe)) if columns else None
+        except ValueError as e:  # e.g. an HR image a few pixels short of the LR's scale x size
+            raise utils.ImageError('%s: cannot score (%s)' % (name, e))
+        if save:
+            path = os.path.join(outdir, stem + '.png')
+            try:
+                utils.save_image(path, out)
+            except OSError as e:
+                raise OutputError('cannot save %s (%s)' % (path, e.strerror or e))
+        return row
+
+    rows, failed, saved, seconds, stop = [], 0, 0, 0.0, None
     # Overlap: a reader thread decodes the next image while the network runs (TensorFlow releases
     # the GIL); a finisher thread scores and encodes the previous result. At most two results wait.
     reader, finisher = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
     pending = []
 
-    def finish(name, stem, out, hr):
-        if save:
-            utils.save_image(os.path.join(outdir, stem + '.png'), out)
-        return dict(image=name, **score(out, hr, scale, name, ref, args.niqe)) if columns else None
-
     def collect(future):
-        nonlocal saved
-        row = future.result()  # an error while saving ends the run, as before
+        nonlocal saved, stop, failed
+        try:
+            row = future.result()
+        except OutputError as e:  # a full disk: the run stops, what was saved stays
+            stop = stop or str(e)
+            return
+        except utils.ImageError as e:
+            warn('error: %s' % e)
+            failed += 1
+            return
         saved += bool(save)
         if row is not None:
             rows.append(row)
 
     try:
-        loads = [reader.submit(items[0].load)] if items else []
+        loads = [reader.submit(load, items[0])] if items else []
         for i, it in enumerate(tqdm(items, desc=folder, unit='img', file=sys.stderr)):
+            if stop:
+                break
             if i + 1 < len(items):
-                loads.append(reader.submit(items[i + 1].load))
+                loads.append(reader.submit(load, items[i + 1]))
             try:
                 lr, hr = loads[i].result()
                 loads[i] = None
@@ -372,12 +512,21 @@ def run(args):
         reader.shutdown(wait=True, cancel_futures=True)
         finisher.shutdown(wait=True, cancel_futures=True)
 
+    if stop:
+        sys.stdout.flush()
+        print('error: %s; stopped: the %d image%s saved before it are kept in %s, no metrics written'
+              % (stop, saved, '' if saved == 1 else 's', outdir), file=sys.stderr)
+        return EXIT_FAILED
     done = len(items) - failed
     if rows:
         rows.append(mean_row(rows, columns))
         print_table(rows, columns)
-        csv_path = args.csv or os.path.join(outdir, 'metrics.csv')
-        write_csv(csv_path, rows, columns)
+        try:
+            write_csv(csv_path, rows, columns, job)
+        except OSError as e:
+            sys.stdout.flush()
+            print('error: cannot write metrics to %s (%s)' % (csv_path, e.strerror or e), file=sys.stderr)
+            return EXIT_FAILED
         print('metrics: %s' % csv_path)
     if saved:
         print('saved %d image%s to %s' % (saved, '' if saved == 1 else 's', outdir))
@@ -394,7 +543,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.gpu is not None:
         os.environ['CUDA_VISIBLE_DEVICES'] = '' if args.gpu.strip() == '-1' else args.gpu
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    tflog.quiet(args.verbose)
     # oneDNN's convolutions on the frozen inference graph (sr.Generator): on AVX2 CPUs about 1.2x
     # faster than Eigen's, which TensorFlow uses there by default. TF_ENABLE_ONEDNN_OPTS=0 opts out.
     os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')

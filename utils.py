@@ -1,11 +1,16 @@
 """Image input/output and file helpers shared by test.py, the data tools and the trainers."""
 import contextlib
 import os
+import struct
 import tempfile
 
 import numpy as np
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+# The most pixels read_image decodes, whatever the reader (Pillow, pypng for 16-bit PNG, tifffile):
+# Pillow's own default limit (PIL.Image.MAX_IMAGE_PIXELS, about 9459 x 9459), checked on the size the
+# file's header declares, before anything is decoded (a 1.3 MB PNG can declare 15000 x 15000 x 16 bits).
+MAX_PIXELS = 89478485
 
 
 class ImageError(Exception):
@@ -23,9 +28,11 @@ def list_images(folder):
 def read_image(path):
     """Read an image as uint8 or uint16, HxW (gray) or HxWxC (C = 3, or 4 with alpha).
 
-    Raises ImageError with a one-line message naming the file when it cannot be decoded.
+    Raises ImageError with a one-line message naming the file when it cannot be decoded, or when
+    its header declares more than MAX_PIXELS pixels (then nothing is decoded).
     """
     import imageio.v3 as iio
+    checked_size(path)
     try:
         img = _read_png16(path) if _is_png16(path) else np.asarray(iio.imread(path))
     except Exception as e:  # imageio raises many types for broken files
@@ -46,6 +53,78 @@ def read_image(path):
         else:
             raise ImageError('%s: unsupported pixel type %s' % (path, img.dtype))
     return img
+
+
+def image_size(path):
+    """(height, width) that a PNG, JPEG, BMP or TIFF file declares in its header, read without
+    decoding the pixels; ImageError (one line) when there is no such header."""
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(32)
+            if head.startswith(b'\x89PNG\r\n\x1a\n') and head[12:16] == b'IHDR':
+                w, h = struct.unpack('>II', head[16:24])
+            elif head.startswith(b'BM'):
+                os2 = struct.unpack('<I', head[14:18])[0] == 12  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+                w, h = struct.unpack('<HH', head[18:22]) if os2 else struct.unpack('<ii', head[18:26])
+            elif head.startswith(b'\xff\xd8'):
+                w, h = _jpeg_size(f)
+            elif head[:4] in (b'II*\x00', b'MM\x00*', b'II+\x00', b'MM\x00+'):
+                w, h = _tiff_size(f, head)
+            else:
+                raise ValueError('not a PNG, JPEG, BMP or TIFF file')
+    except struct.error:
+        raise ImageError('%s: cannot read image (truncated header)' % path)
+    except (OSError, ValueError) as e:
+        raise ImageError('%s: cannot read image (%s)' % (path, e))
+    return abs(h), abs(w)  # a BMP stored top-down declares a negative height
+
+
+def checked_size(path):
+    """image_size(path), or ImageError when it is more than MAX_PIXELS pixels (nothing is decoded)."""
+    h, w = image_size(path)
+    if h * w > MAX_PIXELS:
+        raise ImageError('%s: its header declares %dx%d pixels, more than the %d an image may have (MAX_PIXELS); '
+                         'not decoded' % (path, w, h, MAX_PIXELS))
+    return h, w
+
+
+def _jpeg_size(f):
+    """(width, height) of the first frame header (SOFn) of a JPEG file open at any position."""
+    f.seek(2)
+    while True:
+        marker = f.read(2)
+        while len(marker) == 2 and marker[0] == 0xFF and marker[1] == 0xFF:  # fill bytes
+            marker = marker[1:] + f.read(1)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            raise ValueError('no JPEG frame header')
+        kind = marker[1]
+        if kind == 0x01 or 0xD0 <= kind <= 0xD8:  # markers without a length
+            continue
+        length = struct.unpack('>H', f.read(2))[0]
+        if 0xC0 <= kind <= 0xCF and kind not in (0xC4, 0xC8, 0xCC):
+            h, w = struct.unpack('>xHH', f.read(5))
+            return w, h
+        f.seek(length - 2, os.SEEK_CUR)
+
+
+def _tiff_size(f, head):
+    """(width, height) of the first image (IFD) of a TIFF or BigTIFF file."""
+    order = '<' if head[:2] == b'II' else '>'
+    big = head[2:4] in (b'+\x00', b'\x00+')
+    count_fmt, value_fmt, entry = ('Q', 'Q', 20) if big else ('H', 'I', 12)
+    f.seek(struct.unpack(order + value_fmt, head[8:16] if big else head[4:8])[0])
+    count = struct.unpack(order + count_fmt, f.read(struct.calcsize(count_fmt)))[0]
+    table = f.read(min(count, 4096) * entry)
+    size = {}
+    for i in range(0, len(table) - entry + 1, entry):
+        tag, kind = struct.unpack(order + 'HH', table[i:i + 4])
+        if tag in (256, 257) and kind in (3, 4, 16):  # ImageWidth, ImageLength: SHORT, LONG or LONG8
+            fmt = order + {3: 'H', 4: 'I', 16: 'Q'}[kind]
+            start = i + (12 if big else 8)
+            size[tag] = struct.unpack(fmt, table[start:start + struct.calcsize(fmt)])[0]
+    if len(size) < 2:
+        raise ValueError('no TIFF image size')
+    return size[256], size[257]
 
 
 def _is_png16(path):
@@ -98,6 +177,23 @@ def to_uint8(img):
     if img.dtype == np.uint16:
         return round_half_up(img / 257.0).astype(np.uint8)
     return img
+
+
+def unwritable(folder):
+    """Why files cannot be written in `folder` (made if missing), or None. Tries a temporary file in
+    the folder, or in its nearest existing parent, which it leaves as it was: this finds a missing
+    permission, a read-only mount, and a path under a regular file."""
+    path = os.path.abspath(folder)
+    while not os.path.lexists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    if not os.path.isdir(path):
+        return '%s is not a folder' % path
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        return 'cannot write in %s (%s)' % (path, e.strerror or e)
+    return None
 
 
 @contextlib.contextmanager

@@ -12,7 +12,9 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import tflog  # noqa: E402
+
+tflog.quiet()
 import loop  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 from Train_NMD.train import (count_correct, load_records, natural_votes, pair_accuracies,  # noqa: E402

@@ -1,18 +1,23 @@
-"""Train the Natural Manifold Discriminator, e.g.
+"""Train the Natural Manifold Discriminator (NMD): natural vs noisy / blurry patches, with the curriculum.
 
-    cd Train_NMD && python main.py --gpu 0 --trial 0 --tfrecord_path ../train_NMD_X4.tfrecord \
+Examples:
+
+    cd Train_NMD && python main.py --gpu 0 --trial 0 --tfrecord_path ../train_NMD_X4.tfrecord \\
         --val_tfrecord_path ../train_NMD_X4_val.tfrecord
     python Train_NMD/main.py --export Model/NMD        # ship the CLASSIFIER weights of the trial
 
 Every constant of Train_NMD/config.py is a flag (--batch_size, --noise_sigma, --acc_window, ...).
 """
+import argparse
 import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import tflog  # noqa: E402
+
+tflog.quiet('--verbose' in sys.argv[1:])  # before TensorFlow starts (loop imports it)
 import loop  # noqa: E402
 
 loop.select_gpu(sys.argv)
@@ -21,7 +26,9 @@ from Train_NMD import train  # noqa: E402
 
 
 def main(argv=None):
-    return loop.run_main(loop.config_parser(config, __doc__.split('\n')[0]), train, argv, 'Model/NMD')
+    parser = tflog.add_flag(loop.config_parser(config, __doc__.split('\n')[0]))
+    parser.epilog, parser.formatter_class = __doc__.split('\n', 2)[2], argparse.RawDescriptionHelpFormatter
+    return loop.run_main(parser, train, argv, 'Model/NMD')
 
 
 if __name__ == '__main__':

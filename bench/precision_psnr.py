@@ -32,7 +32,8 @@ def main(argv=None):
     p.add_argument('--emulate-bf16', action='store_true', help='software bfloat16 on CPUs without AVX512_BF16 / AMX')
     args = p.parse_args(argv)
     os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    import tflog
+    tflog.quiet()
     import importlib.util
     import metrics
     import sr

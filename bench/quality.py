@@ -25,10 +25,12 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+import tflog  # noqa: E402
+
+tflog.quiet()
 import metrics  # noqa: E402
 import utils  # noqa: E402
 from imresize import imresize  # noqa: E402

@@ -270,7 +270,8 @@ def main(argv=None):
     os.environ['TF_ENABLE_ONEDNN_OPTS'] = '1' if args.onednn == 'on' else '0'  # before TensorFlow starts
     if args.xla:
         os.environ.setdefault('TF_XLA_FLAGS', '--tf_xla_cpu_global_jit')
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    import tflog
+    tflog.quiet()
     if args.memory_child:
         return memory_child(args, *args.memory_child)
     import sr

@@ -16,8 +16,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import tflog  # noqa: E402
 
+tflog.quiet()
 import numpy as np  # noqa: E402
 
 SHAPES = {'paper': (32, 192), 'small': (4, 96)}   # (batch, HR patch side)

@@ -11,8 +11,9 @@ import sys
 
 if __package__ in (None, ''):  # run as a script: import from the project root, not from this folder
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import tflog  # noqa: E402
 
+tflog.quiet()
 from generate_Dataset import build  # noqa: E402
 
 

@@ -7,6 +7,7 @@ bicubic and argument errors never import TensorFlow.
 import csv
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -30,6 +31,21 @@ def script(*args, cwd=None):
 def read_csv(path):
     with open(path, newline='') as f:
         return list(csv.DictReader(f))
+
+
+def job_csv(folder):
+    """The one metrics CSV test.py wrote in `folder` (named per job: metrics_<data>_<checkpoint>_<hash>.csv)."""
+    found = sorted(f for f in os.listdir(folder) if f.startswith('metrics_') and f.endswith('.csv'))
+    assert len(found) == 1, found
+    return read_csv(os.path.join(folder, found[0]))
+
+
+CHATTER = ('absl::InitializeLog', 'oneDNN custom operations', 'port.cc', 'I0000', 'WARNING:tensorflow')
+
+
+def errors(res):
+    """The error / warning lines of stderr (the progress bar shares it)."""
+    return [line for line in res.stderr.replace('\r', '\n').splitlines() if line.startswith(('error:', 'warning:'))]
 
 
 def load_script_module():
@@ -68,7 +84,7 @@ def test_bicubic_set5(tmp_path, scale):
     assert len(mean) == 1
     want_psnr, want_ssim = SET5_BICUBIC[scale]
     assert abs(float(mean[0][1]) - want_psnr) < 0.05 and abs(float(mean[0][2]) - want_ssim) < 0.002
-    rows = read_csv(tmp_path / ('bicubic_x%d' % scale) / 'metrics.csv')   # written even without --save
+    rows = job_csv(tmp_path / ('bicubic_x%d' % scale))   # written even without --save
     assert [r['image'] for r in rows] == ['%sx%d.png' % (n, scale) for n in
                                           ('baby', 'bird', 'butterfly', 'head', 'woman')] + ['mean']
     assert abs(float(rows[-1]['psnr']) - want_psnr) < 0.05 and abs(float(rows[-1]['ssim']) - want_ssim) < 0.002
@@ -81,7 +97,7 @@ def test_default_job_falls_back_to_bicubic(tmp_path):
     assert res.returncode == 0, res.stderr
     assert 'no NatSR model in' in res.stdout and 'NatSR.index' in res.stdout
     out = tmp_path / 'out' / 'bicubic_x4'
-    rows = read_csv(out / 'metrics.csv')
+    rows = job_csv(out)
     names = ['astronaut', 'coffee', 'chelsea', 'camera', 'rocket']
     assert [r['image'] for r in rows] == names + ['mean']
     assert 20 < float(rows[-1]['psnr']) < 40 and 0.5 < float(rows[-1]['ssim']) < 1
@@ -96,7 +112,7 @@ def test_default_job_runs_the_shipped_natsr(tmp_path):
     res = script('--savepath', tmp_path / 'out')
     assert res.returncode == 0, res.stderr
     assert 'note:' not in res.stdout
-    rows = read_csv(tmp_path / 'out' / 'NatSR' / 'metrics.csv')
+    rows = job_csv(tmp_path / 'out' / 'NatSR')
     assert [r['image'] for r in rows] == ['astronaut', 'coffee', 'chelsea', 'camera', 'rocket', 'mean']
     assert 28.61 + 0.3 < float(rows[-1]['psnr']) < 40
     assert len([f for f in os.listdir(tmp_path / 'out' / 'NatSR') if f.endswith('.png')]) == 5
@@ -106,7 +122,8 @@ def test_default_job_runs_the_shipped_natsr(tmp_path):
 
 def test_our_checkpoint_folder_and_image_kinds(tmp_path):
     """A random-weight FRSR_x2 checkpoint folder (`checkpoint` file + model-7.*), RGB / gray / RGBA /
-    16-bit / TIFF / BMP inputs, a corrupt file and a text file named .png, bare --save."""
+    16-bit / TIFF / BMP inputs, a corrupt file, a text file named .png and a 1x1 image (below the
+    networks' minimum), bare --save; stderr holds none of TensorFlow's start-up lines."""
     import sr
     lr_dir = tmp_path / 'lr'
     lr_dir.mkdir()
@@ -117,6 +134,7 @@ def test_our_checkpoint_folder_and_image_kinds(tmp_path):
         utils.save_image(str(lr_dir / name), img)
     (lr_dir / 'corrupt.png').write_bytes((lr_dir / 'rgb.png').read_bytes()[:70])
     (lr_dir / 'text.png').write_text('not an image\n')
+    utils.save_image(str(lr_dir / 'tiny.png'), random_image((1, 1, 3), 6))
 
     gen = sr.Generator(2, seed=7)
     try:
@@ -134,7 +152,11 @@ def test_our_checkpoint_folder_and_image_kinds(tmp_path):
     assert 'model-7' in res.stdout
     for bad in ('corrupt.png', 'text.png'):
         assert 'error: %s: cannot read image' % (lr_dir / bad) in res.stderr
-    assert 'error: 2 of 8 images failed' in res.stderr
+    assert ('error: %s: LR 1x1 is smaller than 4x4 pixels (smaller inputs come out of the network with wrong '
+            'colours; --model bicubic runs them)' % (lr_dir / 'tiny.png')) in errors(res)
+    assert 'error: 3 of 9 images failed' in res.stderr
+    assert len(errors(res)) == 4
+    assert not [c for c in CHATTER if c in res.stderr], res.stderr
     out = tmp_path / 'out' / 'FRSR_x2'
     assert sorted(os.listdir(out)) == sorted(os.path.splitext(n)[0] + '.png' for n in images)
 
@@ -163,7 +185,9 @@ def test_our_checkpoint_folder_and_image_kinds(tmp_path):
 
 def test_original_checkpoint_with_reference_and_tiles(tmp_path):
     """Weights saved by the original release's graph (Model/FRSR.index / .data), --ref 1 with
-    babyx4.png ~ baby.png and bird_x4.png ~ bird.bmp, --tile, --csv elsewhere."""
+    babyx4.png ~ baby.png and bird_x4.png ~ bird.bmp, --tile below the minimum (a warning),
+    --csv elsewhere, which records the checkpoint, the hash of its weights, the folders and options."""
+    import tensorflow.compat.v1 as tf
     from test_networks import save_from_original_graph
     lr_dir, hr_dir = tmp_path / 'lr', tmp_path / 'hr'
     lr_dir.mkdir()
@@ -182,9 +206,18 @@ def test_original_checkpoint_with_reference_and_tiles(tmp_path):
     no_traceback(res)
     assert res.returncode == 0, res.stderr
     assert 'checkpoint %s' % (tmp_path / 'Model' / 'FRSR') in res.stdout
+    assert errors(res) == ['warning: --tile 6 is below 32 LR pixels: every tile also runs 46 pixels of context on '
+                           'each side (up to 266x the work of the tile itself); --tile 32 or more, or no --tile, is '
+                           'much faster']
     rows = read_csv(tmp_path / 'm.csv')
     assert [r['image'] for r in rows] == ['babyx4.png', 'bird_x4.png', 'mean']
-    assert not os.path.exists(tmp_path / 'out' / 'FRSR' / 'metrics.csv')
+    reader = tf.train.load_checkpoint(str(tmp_path / 'Model' / 'FRSR'))
+    weights = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if k.startswith('GEN/')}
+    job = {'model': 'FRSR', 'scale': '4', 'checkpoint': str(tmp_path / 'Model' / 'FRSR'),
+           'weights': load_script_module().weights_hash(weights), 'datapath': str(lr_dir), 'labelpath': str(hr_dir),
+           'tile': '6', 'precision': 'fp32'}
+    assert all({k: r[k] for k in job} == job for r in rows)
+    assert not [f for f in os.listdir(tmp_path / 'out' / 'FRSR') if f.endswith('.csv')]
     for name, img in lrs.items():
         saved = utils.read_image(str(tmp_path / 'out' / 'FRSR' / name))
         want = utils.to_uint(np.clip(direct[name], 0, 1))
@@ -300,3 +333,224 @@ def test_find_checkpoint_layouts(tmp_path):
     with pytest.raises(sr.CheckpointError, match='no checkpoint for model FRSR_x3: %s.index not found'
                        % (tmp_path / 'Model' / 'FRSR_x3')):
         sr.find_checkpoint(str(tmp_path / 'Model'), 'FRSR_x3')
+    # --modelpath at the trainers' --checkpoint_dir: the one trial of the model, or the candidates
+    for trial in ('FRSR_x4_trial0', 'NMD_x4_trial0'):
+        touch('ck', trial, 'model-9.index')
+        (tmp_path / 'ck' / trial / 'checkpoint').write_text('model_checkpoint_path: "model-9"\n')
+    assert sr.find_checkpoint(str(tmp_path / 'ck'), 'FRSR') == str(tmp_path / 'ck' / 'FRSR_x4_trial0' / 'model-9')
+    with pytest.raises(sr.CheckpointError, match=r'NatSR.index not found, and no NatSR_x4_trial<N> folder '
+                                                 r'\(it holds FRSR_x4_trial0, NMD_x4_trial0\)'):
+        sr.find_checkpoint(str(tmp_path / 'ck'), 'NatSR')
+    touch('ck', 'FRSR_x4_trial12', 'model-3.index')
+    (tmp_path / 'ck' / 'FRSR_x4_trial12' / 'checkpoint').write_text('model_checkpoint_path: "model-3"\n')
+    with pytest.raises(sr.CheckpointError, match=r'holds 2 trials of FRSR \(FRSR_x4_trial0, FRSR_x4_trial12\): '
+                                                 r'pick one, e.g. --modelpath %s' % (tmp_path / 'ck' / 'FRSR_x4_trial12')):
+        sr.find_checkpoint(str(tmp_path / 'ck'), 'FRSR')
+
+
+# ---------------------------------------------------------------- output locations, full disk, per-job CSV
+
+def bicubic_job(folders, *args):
+    return script('--model', 'bicubic', '--scale', 2, '--datapath', folders / 'lr', *args)
+
+
+@pytest.mark.parametrize('where, message', [
+    (['--savepath', '{t}/file/out', '--save'], 'error: cannot write results to {t}/file/out/bicubic_x2: {t}/file is not a folder'),
+    (['--labelpath', '{t}/hr2', '--csv', '{t}/file/m.csv'], 'error: cannot write --csv to {t}/file: {t}/file is not a folder'),
+    (['--labelpath', '{t}/hr2', '--csv', '{t}/hr2'], 'error: --csv {t}/hr2 is a folder; give a file name, e.g. {t}/hr2/metrics.csv'),
+])
+def test_unwritable_output_is_refused_before_any_work(folders, where, message):
+    (folders / 'file').write_text('a regular file\n')
+    (folders / 'hr2').mkdir()
+    for name in ('a', 'b', 'c'):
+        utils.save_image(str(folders / 'hr2' / (name + '.png')), random_image((12, 14, 3), 1))
+    res = bicubic_job(folders, *[a.format(t=folders) for a in where])
+    no_traceback(res)
+    assert res.returncode == 2
+    assert res.stderr.strip() == message.format(t=folders)
+    assert 'job:' not in res.stdout   # nothing was run
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason='root writes through file permissions')
+def test_folder_without_write_permission(folders):
+    (folders / 'locked').mkdir(mode=0o500)
+    res = bicubic_job(folders, '--savepath', folders / 'locked', '--save')
+    assert res.returncode == 2
+    assert 'cannot write in %s (Permission denied)' % (folders / 'locked') in res.stderr
+
+
+def test_unwritable_names_a_read_only_mount(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def read_only(**kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+    assert utils.unwritable(str(tmp_path / 'new' / 'folder')) is None
+    assert not os.path.exists(tmp_path / 'new')   # the check leaves no trace
+    monkeypatch.setattr(tempfile, 'TemporaryFile', read_only)
+    assert utils.unwritable(str(tmp_path / 'x')) == 'cannot write in %s (Read-only file system)' % tmp_path
+
+
+def test_full_disk_while_saving_keeps_what_was_saved(folders, monkeypatch, capsys):
+    """The third image hits a full disk: one line, exit status 1, the first two saved, no partial file."""
+    import errno
+    import imageio.v3 as iio
+    mod = load_script_module()
+    for name in ('d.png', 'e.png'):
+        utils.save_image(str(folders / 'lr' / name), random_image((6, 7, 3), 2))
+    real, calls = iio.imwrite, []
+
+    def imwrite(path, img, **kwargs):
+        calls.append(path)
+        if len(calls) > 2:
+            with open(path, 'wb') as f:
+                f.write(b'\x89PNG partial')
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(path, img, **kwargs)
+    monkeypatch.setattr(iio, 'imwrite', imwrite)
+    code = mod.main(['--model', 'bicubic', '--scale', '2', '--datapath', str(folders / 'lr'), '--save',
+                     '--savepath', str(folders / 'out')])
+    err = capsys.readouterr().err
+    assert code == 1
+    out = folders / 'out' / 'bicubic_x2'
+    assert sorted(os.listdir(out)) == ['a.png', 'bx2.png']     # no partial or temporary file
+    lines = [line for line in err.replace('\r', '\n').splitlines() if line.startswith('error:')]
+    assert lines == ['error: cannot save %s (No space left on device); stopped: the 2 images saved before it are '
+                     'kept in %s, no metrics written' % (out / 'c.png', out)]
+
+
+def test_metrics_csv_per_job(tmp_path):
+    """Two jobs (two LR folders) into the same --savepath keep both CSVs; each row records its job."""
+    hr = tmp_path / 'hr'
+    lrs = [tmp_path / 'Set5' / 'X2', tmp_path / 'Set14' / 'X2']   # the same last name
+    for folder in [hr] + lrs:
+        folder.mkdir(parents=True)
+    for i, name in enumerate(('a', 'b')):
+        utils.save_image(str(hr / (name + '.png')), random_image((20, 20, 3), i))
+        for j, lr in enumerate(lrs):
+            utils.save_image(str(lr / (name + '.png')), random_image((10, 10, 3), 10 * j + i))
+    for lr in lrs:
+        res = script('--model', 'bicubic', '--scale', 2, '--datapath', lr, '--labelpath', hr, '--savepath',
+                     tmp_path / 'out')
+        assert res.returncode == 0, res.stderr
+    out = tmp_path / 'out' / 'bicubic_x2'
+    names = sorted(os.listdir(out))
+    assert len(names) == 2
+    assert re.fullmatch(r'metrics_Set14-X2_bicubic_[0-9a-f]{8}\.csv', names[0]), names
+    assert re.fullmatch(r'metrics_Set5-X2_bicubic_[0-9a-f]{8}\.csv', names[1]), names
+    for name, lr in zip(names, lrs[::-1]):
+        rows = read_csv(out / name)
+        assert [r['image'] for r in rows] == ['a.png', 'b.png', 'mean']
+        assert all(r['datapath'] == str(lr) and r['labelpath'] == str(hr) and r['model'] == 'bicubic'
+                   and r['scale'] == '2' and r['checkpoint'] == r['weights'] == '' for r in rows)
+
+
+# ---------------------------------------------------------------- sizes: bombs, memory, tiny inputs
+
+def png_header(width, height, bitdepth=16, colour=2):
+    """A PNG whose header declares width x height (and a few bytes of data): a decompression bomb."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    ihdr = struct.pack('>IIBBBBB', width, height, bitdepth, colour, 0, 0, 0)
+    return b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', ihdr) + chunk(b'IDAT', zlib.compress(b'\0' * 64)) + chunk(b'IEND', b'')
+
+
+def tiff_header(width, height, order='<'):
+    """A TIFF whose first image declares width x height x 3 bytes, without its pixels."""
+    import struct
+    magic = b'II*\x00' if order == '<' else b'MM\x00*'
+    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (277, 3, 1, 3)]
+    ifd = struct.pack(order + 'H', len(entries))
+    for tag, kind, count, value in entries:
+        ifd += struct.pack(order + 'HHI', tag, kind, count) + (struct.pack(order + 'I', value) if kind == 4
+                                                               else struct.pack(order + 'HH', value, 0))
+    return magic + struct.pack(order + 'I', 8) + ifd + struct.pack(order + 'I', 0)
+
+
+def jpeg_header(width, height):
+    import struct
+    app0 = b'\xff\xe0' + struct.pack('>H', 16) + b'JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00'
+    sof = b'\xff\xc0' + struct.pack('>HBHHB', 17, 8, height, width, 3) + b'\x01\x11\x00\x02\x11\x00\x03\x11\x00'
+    return b'\xff\xd8' + app0 + b'\xff\xff' + sof + b'\xff\xd9'
+
+
+@pytest.mark.parametrize('name, data, size', [
+    ('bomb16.png', png_header(15000, 15000), (15000, 15000)),
+    ('bomb.tif', tiff_header(13000, 13000), (13000, 13000)),
+    ('bomb_be.tiff', tiff_header(9500, 9500, '>'), (9500, 9500)),
+    ('bomb.jpg', jpeg_header(12000, 9000), (9000, 12000)),
+])
+def test_decompression_bomb_is_refused_from_its_header(tmp_path, monkeypatch, name, data, size):
+    import imageio.v3 as iio
+    import png
+    path = tmp_path / name
+    path.write_bytes(data)
+    assert utils.image_size(str(path)) == size
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError('decoded a decompression bomb')
+    monkeypatch.setattr(iio, 'imread', no_decoding)
+    monkeypatch.setattr(png, 'Reader', no_decoding)
+    with pytest.raises(utils.ImageError, match=r'%s: its header declares %dx%d pixels, more than the 89478485 an '
+                                               r'image may have \(MAX_PIXELS\); not decoded'
+                                               % (path, size[1], size[0])):
+        utils.read_image(str(path))
+
+
+@pytest.mark.parametrize('ext, shape, dtype', [
+    ('png', (13, 21, 3), np.uint8), ('png', (6, 10, 4), np.uint16), ('png', (7, 9), np.uint8),
+    ('jpg', (13, 21, 3), np.uint8), ('bmp', (7, 9, 3), np.uint8), ('bmp', (5, 11, 4), np.uint8),
+    ('tif', (6, 10, 3), np.uint16), ('tiff', (5, 11, 4), np.uint8)])
+def test_image_size_reads_the_header_of_every_format(tmp_path, ext, shape, dtype):
+    path = str(tmp_path / ('x.' + ext))
+    utils.save_image(path, random_image(shape, 0, dtype))
+    assert utils.image_size(path) == shape[:2] == utils.read_image(path).shape[:2]
+    (tmp_path / 'short.png').write_bytes(open(path, 'rb').read()[:20])
+    with pytest.raises(utils.ImageError, match='cannot read image'):
+        utils.image_size(str(tmp_path / 'short.png'))
+
+
+def test_bombs_and_images_too_large_for_memory_fail_alone(folders, monkeypatch, capsys):
+    """A bomb and an image whose result would not fit in memory each get one line; the others run."""
+    mod = load_script_module()
+    (folders / 'lr' / 'bomb.png').write_bytes(png_header(15000, 15000))
+    utils.save_image(str(folders / 'lr' / 'large.png'), random_image((64, 64, 3), 4))
+    monkeypatch.setattr(mod.srlib, 'available_memory', lambda: 1 << 20)   # 1 MB free
+    code = mod.main(['--model', 'bicubic', '--scale', '2', '--datapath', str(folders / 'lr'), '--save',
+                     '--savepath', str(folders / 'out')])
+    err = capsys.readouterr().err.replace('\r', '\n').splitlines()
+    assert code == 1
+    assert sorted(os.listdir(folders / 'out' / 'bicubic_x2')) == ['a.png', 'bx2.png', 'c.png']
+    assert [line for line in err if line.startswith('error:')] == [
+        'error: %s: its header declares 15000x15000 pixels, more than the 89478485 an image may have (MAX_PIXELS); '
+        'not decoded' % (folders / 'lr' / 'bomb.png'),
+        'error: %s: LR 64x64 at x2 gives 128x128 pixels, which need about 2 MB of memory, and 1 MB are free for '
+        'them' % (folders / 'lr' / 'large.png'),
+        'error: 2 of 5 images failed (see above)']
+
+
+def test_images_too_small_to_score(folders):
+    """PSNR / SSIM need 11x11 pixels after the shave: a 7x7 LR at x2 is refused before any work on it,
+    and an HR image a few pixels short leaves too little to score: one line each, the others run."""
+    hr = folders / 'hr'
+    for name in os.listdir(hr):
+        os.remove(hr / name)
+    os.remove(folders / 'lr' / 'c.png')
+    utils.save_image(str(folders / 'lr' / 'a.png'), random_image((7, 9, 3), 0))     # 7 < 8: too small
+    utils.save_image(str(folders / 'lr' / 'bx2.png'), random_image((8, 8, 3), 0))
+    utils.save_image(str(hr / 'a.png'), random_image((14, 18, 3), 1))
+    utils.save_image(str(hr / 'b.png'), random_image((14, 14, 3), 1))                # 2 short of 16
+    utils.save_image(str(folders / 'lr' / 'd.png'), random_image((9, 9, 3), 2))
+    utils.save_image(str(hr / 'd.png'), random_image((18, 18, 3), 3))
+    res = script('--model', 'bicubic', '--scale', 2, '--datapath', folders / 'lr', '--labelpath', hr,
+                 '--savepath', folders / 'out')
+    no_traceback(res)
+    assert res.returncode == 1
+    assert errors(res)[:2] == [
+        'error: %s: LR 9x7 is smaller than 8x8 pixels (PSNR / SSIM need 11x11 pixels once 2 are shaved from every '
+        'border; --ref 0 skips scoring)' % (folders / 'lr' / 'a.png'),
+        'error: bx2.png: cannot score (window shape cannot be larger than input array shape)']
+    assert [r['image'] for r in job_csv(folders / 'out' / 'bicubic_x2')] == ['d.png', 'mean']

@@ -99,6 +99,8 @@ def main(argv=None):
         q.add_argument('--scale', type=int, choices=(2, 3, 4), default=4)
         q.add_argument('--out', required=True)
     args = p.parse_args(argv)
+    import tflog
+    tflog.quiet()
     import loop
     try:
         if args.cmd == 'to-npz':
