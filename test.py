@@ -97,6 +97,9 @@ def parse_args(argv=None):
                    help='arithmetic of the network: fp32 (default, exact); tf32 (NVIDIA GPU, compute capability >= 8.0), '
                         'fp16 (NVIDIA GPU >= 7.0), bf16 (CPU with AVX512_BF16 / AMX-BF16, or NVIDIA GPU >= 8.0); '
                         'an unsupported choice is an error')
+    p.add_argument('--blend', type=float, default=None, metavar='A',
+                   help='the perception-distortion dial of --model NatSR: run the weight blend (1 - A) * FRSR + A * '
+                        'NatSR of MODELPATH/FRSR and MODELPATH/NatSR (network interpolation); 0: FRSR, 1: NatSR')
     p.add_argument('--csv', default=None, help='metrics CSV path (default: one per job, '
                                                'SAVEPATH/MODEL/metrics_<data>_<checkpoint>_<hash>.csv)')
     return tflog.add_flag(p).parse_args(argv)
@@ -341,6 +344,9 @@ def job_settings(args):
                              'FRSR_x2 / FRSR_x3 are the x2 / x3 models)' % (args.scale, args.model, scale))
     if args.tile is not None and args.tile < 1:
         raise UsageError('--tile must be a positive number of LR pixels, not %d' % args.tile)
+    if args.blend is not None and (args.model != 'NatSR' or not 0.0 <= args.blend <= 1.0):
+        raise UsageError('--blend %g: the dial takes a number in [0, 1] and --model NatSR (it blends FRSR and NatSR)'
+                         % args.blend)
     default_job = args.datapath is None
     if default_job and args.labelpath:
         raise UsageError('--labelpath needs --datapath (the LR folder)')
@@ -388,6 +394,10 @@ def run(args):
             raise UsageError(str(e))
         try:
             prefix = srlib.find_checkpoint(args.modelpath, model)
+            blend = None
+            if args.blend is not None:
+                blend = srlib.find_checkpoint(args.modelpath, 'FRSR'), prefix, args.blend
+                prefix = '%s + %s, blend %g' % (os.path.abspath(blend[0]), os.path.abspath(prefix), args.blend)
         except srlib.CheckpointError as e:
             if not default_job:
                 raise UsageError(str(e))
@@ -395,6 +405,8 @@ def run(args):
                   % (model, args.modelpath.rstrip('/'), e))
             model = 'bicubic'
     folder = model if model != 'bicubic' else 'bicubic_x%d' % scale
+    if model == 'NatSR' and args.blend is not None:
+        folder = 'NatSR_blend%g' % args.blend
     outdir = os.path.join(args.savepath, folder)
     columns = (['psnr', 'ssim'] if ref else []) + (['niqe'] if args.niqe else [])
     check_outputs(args, outdir, save, columns)
@@ -419,7 +431,8 @@ def run(args):
                  % (args.tile, srlib.MIN_TILE, srlib.RECEPTIVE_MARGIN, side * side // (args.tile * args.tile),
                     srlib.MIN_TILE))
         try:
-            gen = srlib.Generator(scale, prefix, precision=args.precision)
+            gen = (srlib.Generator(scale, precision=args.precision, weights=srlib.blend_weights(*blend)) if blend
+                   else srlib.Generator(scale, prefix, precision=args.precision))
         except (srlib.CheckpointError, srlib.PrecisionError) as e:
             raise UsageError(str(e))
         if args.precision != 'fp32':

@@ -269,6 +269,8 @@ def folders(tmp_path):
      'error: no checkpoint for model NatSR: {t}/models/NatSR.index not found'),
     (['--datapath', '{t}/lr', '--model', 'FRSR_x2', '--scale', '4'], 'error: --scale 4 conflicts with --model FRSR_x2'),
     (['--datapath', '{t}/lr', '--tile', '0'], 'error: --tile must be a positive number'),
+    (['--datapath', '{t}/lr', '--model', 'FRSR', '--blend', '0.5'], 'error: --blend 0.5: the dial takes'),
+    (['--datapath', '{t}/lr', '--model', 'NatSR', '--blend', '1.2'], 'error: --blend 1.2: the dial takes'),
 ])
 def test_bad_inputs(folders, args, message):
     args = [a.format(t=folders) for a in args]
