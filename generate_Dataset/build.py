@@ -1,29 +1,44 @@
 """The implementation behind generate_NatSR.py and generate_TrainNMD.py (kind 'NatSR' / 'NMD').
 
 Streaming with a global shuffle, in two passes:
-1. one image at a time: read HR (and LR / ILR, or compute it with imresize), cut the patches
-   (patches.py) and append every kept, transformed (label, image) pair as fixed-size raw bytes to
+1. image by image, in a pool of worker processes (`--workers`, results taken in image order): read
+   HR (and LR / ILR, or compute it with imresize), cut and filter the patches (patches.py); the
+   main process then appends every kept, transformed (label, image) pair as fixed-size raw bytes to
    one of K temporary shard files chosen at random (seeded);
-2. one shard at a time: load it, permute it, and write its records to the TFRecord.
+2. one shard at a time: load it, permute it, and write its records to the TFRecord (records.py,
+   without TensorFlow).
 Each record lands uniformly anywhere in the file (a two-pass shuffle), memory is bounded by the
 shard size (--shard_mb) whatever the number of images, and the same inputs and seed give the same
-bytes. K comes from an upper bound of the output size (image headers); a shard that still ends up
-larger than --shard_mb is dealt out again into smaller ones before it is loaded.
+bytes whatever the number of workers. K comes from an upper bound of the output size (image
+headers); a shard that still ends up larger than --shard_mb is dealt out again into smaller ones
+before it is loaded.
 
-Outputs are written under temporary names and renamed at the end; the sidecar (records.py) is
-written after its TFRecord is in place, so an interrupted run leaves no TFRecord with a sidecar
-(readers refuse a TFRecord without one). Shards and temporary files are removed on any exit
-Python sees (errors, Ctrl-C, SIGTERM); after a SIGKILL only hidden '.NAME.*' leftovers remain.
+Everything a run writes lives in one hidden work folder beside each output (`.NAME.shards.*`:
+the shards, the TFRecord and its sidecar) until the end, when the TFRecord and then its sidecar
+are renamed into place, so an interrupted run leaves no TFRecord with a sidecar (readers refuse a
+TFRecord without one). The folder is removed on any exit Python sees (errors, Ctrl-C, SIGTERM);
+after a SIGKILL it stays, and the next run over the same output removes it (a running generator
+holds a lock on its own folder, so only dead runs' folders go).
 """
 import argparse
 import contextlib
+import functools
 import math
+import multiprocessing
+import multiprocessing.connection
 import os
 import shutil
 import signal
 import sys
 import tempfile
 import threading
+import traceback
+from typing import NamedTuple
+
+try:
+    import fcntl
+except ImportError:       # not POSIX: no lock, every leftover work folder counts as stale
+    fcntl = None
 
 import numpy as np
 from tqdm import tqdm
@@ -34,10 +49,13 @@ from imresize import imresize
 from generate_Dataset import patches, records
 
 MAX_SHARDS = 256          # temporary files open at once in pass 1
+CHUNK_BYTES = 16 * 2 ** 20   # records transformed (pass 1) or framed (pass 2) at once
+WORK = '.%s.shards.'      # prefix of the hidden work folder beside output NAME
 
 
 class DataError(Exception):
-    """Bad input; the message starts with the file or folder at fault."""
+    """An error the user can fix (bad input, unwritable output); the message starts with the file or
+    folder at fault."""
 
 
 # ----------------------------------------------------------------------------- options
@@ -77,6 +95,10 @@ def parse_args(kind, argv=None):
         ' and hold-out' if nmd else ''))
     p.add_argument('--shard_mb', type=float, default=256,
                    help='largest temporary shard held in memory, MB (default %(default)s)')
+    p.add_argument('--workers', type=int, default=usable_cpus(),
+                   help='processes reading and cutting images; 1 = all in this process; the output is '
+                        'the same whatever the number (default: the CPUs this process may use, '
+                        '%(default)s here)')
     if nmd:
         p.add_argument('--val_fraction', type=float, default=0.05,
                        help='fraction of the images held out for validation, at least one when > 0 '
@@ -98,6 +120,8 @@ def parse_args(kind, argv=None):
         p.error('--augment must be 1..8')
     if not args.shard_mb > 0:
         p.error('--shard_mb must be positive')
+    if args.workers < 1:
+        p.error('--workers must be at least 1')
     if args.datapath and len(args.datapath) != len(args.labelpath):
         p.error('--datapath needs one folder per --labelpath folder (%d given for %d)'
                 % (len(args.datapath), len(args.labelpath)))
@@ -114,6 +138,10 @@ def parse_args(kind, argv=None):
         if os.path.abspath(args.val_tfrecord) == os.path.abspath(args.tfrecord):
             p.error('--val_tfrecord must differ from --tfrecord')
     return args
+
+
+def usable_cpus():
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -215,25 +243,188 @@ def estimate_bytes(pairs, args, patch_bytes):
     return n * patch_bytes
 
 
+# ----------------------------------------------------------------------------- pass 1: cutting
+
+class Cut(NamedTuple):
+    """Pass 1 on one image: the kept HR patches and their aligned LR / ILR patches (N x P x P x 3
+    stacks, untransformed), the number rejected by the filter, and why the image was skipped
+    (None, 'small', or the message of an unreadable file)."""
+    labels: np.ndarray = None
+    images: np.ndarray = None
+    rejected: int = 0
+    skipped: str = None
+
+
+def cut(hr_path, lr_path, kind, scale, patch, stride, grad_thresh, var_thresh):
+    """Read one image pair and cut its kept patches (a `Cut`); runs in a worker process."""
+    try:
+        hr = patches.modcrop(read_rgb8(hr_path), scale)
+        if min(hr.shape[:2]) < patch:
+            return Cut(skipped='small')
+        image = degraded(hr, lr_path, scale, kind)
+    except utils.ImageError as e:
+        return Cut(skipped=str(e))
+    kept, rejected = patches.select(hr, patch, stride, scale, grad_thresh, var_thresh)
+    f = hr.shape[0] // image.shape[0]                 # s for LR, 1 for ILR
+    labels = np.empty((len(kept), patch, patch, 3), np.uint8)
+    images = np.empty((len(kept), patch // f, patch // f, 3), np.uint8)
+    for i, (y, x) in enumerate(kept):
+        labels[i], images[i] = patches.crop(hr, image, y, x, patch)
+    return Cut(labels, images, rejected)
+
+
+def _serve(conn, job, main_ends):
+    """A worker process: job(hr, lr) for every (index, hr, lr) received, (index, result) sent back."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C: the main process stops the workers
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)     # not the main process's handler
+    for c in main_ends:                               # so that the main process's death ends the pipes
+        c.close()
+    try:
+        for i, hr, lr in iter(conn.recv, None):
+            try:
+                result = job(hr, lr)
+            except DataError as e:
+                result = e
+            except Exception:
+                result = RuntimeError('in a worker process, on %s:\n%s' % (hr, traceback.format_exc()))
+            conn.send((i, result))
+    except (EOFError, OSError):                       # the main process is gone
+        pass
+
+
+class Workers:
+    """`n` worker processes for pass 1 (a context manager); `map` gives the results in order."""
+
+    def __init__(self, n, job):
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context('fork' if 'fork' in methods else None)   # fork: no re-import
+        self.conns, self.procs = [], []
+        for _ in range(n):
+            here, there = ctx.Pipe()
+            proc = ctx.Process(target=_serve, args=(there, job, self.conns + [here]), daemon=True)
+            proc.start()
+            there.close()
+            self.conns.append(here)
+            self.procs.append(proc)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for p in self.procs:
+            p.kill()                                   # images in flight are not waited for
+        for p in self.procs:
+            p.join()
+
+    def map(self, pairs, ahead):
+        """job(hr, lr) of every pair, in order; each idle worker takes the next image, at most
+        `ahead` images past the one awaited, so that memory stays bounded."""
+        done, idle, sent = {}, list(self.conns), 0
+        for i in range(len(pairs)):
+            while i not in done:
+                while idle and sent < min(len(pairs), i + ahead):
+                    idle.pop().send((sent,) + tuple(pairs[sent]))
+                    sent += 1
+                for conn in multiprocessing.connection.wait([c for c in self.conns if c not in idle]):
+                    try:
+                        k, result = conn.recv()
+                    except EOFError:
+                        raise DataError('a worker process died (out of memory? try fewer --workers)') from None
+                    done[k] = result
+                    idle.append(conn)
+            result = done.pop(i)
+            if isinstance(result, Exception):
+                raise result
+            yield result
+
+
 # ----------------------------------------------------------------------------- writing
+
+@contextlib.contextmanager
+def output_errors(out):
+    """An OSError while writing `out` (read-only folder, full disk, ...) becomes a one-line DataError."""
+    try:
+        yield
+    except OSError as e:
+        raise DataError('%s: cannot write (%s)' % (out, e.strerror or e)) from None
+
+
+def check_output(out):
+    """DataError when `out` is a folder or lies under a file (the rest shows when its folder is made)."""
+    if os.path.isdir(out):
+        raise DataError('%s: is a folder; --tfrecord and --val_tfrecord name the output files' % out)
+    above = os.path.dirname(os.path.abspath(out))
+    while not os.path.exists(above):
+        above = os.path.dirname(above)
+    if not os.path.isdir(above):
+        raise DataError('%s: cannot write (%s is a file, not a folder)' % (out, above))
+
+
+def _locked(folder):
+    """Whether a running generator holds the lock of work folder `folder`."""
+    if fcntl is None:
+        return False
+    try:
+        with open(os.path.join(folder, 'lock'), 'a') as f:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)     # released on close
+    except BlockingIOError:
+        return True
+    except OSError:
+        pass
+    return False
+
+
+def remove_stale(out):
+    """Remove the work folders of killed runs (SIGKILL, power loss) beside `out`, with one note line."""
+    folder, prefix = os.path.dirname(os.path.abspath(out)), WORK % os.path.basename(out)
+    if not os.path.isdir(folder):
+        return
+    stale = [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if n.startswith(prefix)
+             and os.path.isdir(os.path.join(folder, n)) and not _locked(os.path.join(folder, n))]
+    if not stale:
+        return
+    size = sum(os.path.getsize(os.path.join(d, f)) for d in stale for f in os.listdir(d)
+               if os.path.isfile(os.path.join(d, f)))
+    for d in stale:
+        shutil.rmtree(d, ignore_errors=True)
+    left = [d for d in stale if os.path.exists(d)]
+    print('note: removed %d work folder(s) of interrupted runs beside %s (%s, %.1f MB)%s' % (
+        len(stale) - len(left), out, ', '.join(os.path.basename(d) for d in stale), size / 1e6,
+        '; could not remove %s' % ', '.join(left) if left else ''), file=sys.stderr)
+
+
+def _pixels(stack):
+    """An N x P x P x 3 uint8 stack as N x P x P items of 3 bytes (copies of transposed views twice as fast)."""
+    return stack.view('V3')[..., 0]
+
 
 class ShuffleWriter:
     """Fixed-size (label, image) pairs in, one TFRecord in a uniformly random order out.
 
-    `add` appends a pair to a random temporary shard (pass 1); `write` loads one shard at a time,
-    permutes it and writes its records (pass 2). Use as a context manager: shards are removed on
-    exit, whatever happens.
+    `add` appends pairs to random temporary shards (pass 1); `write` loads one shard at a time,
+    permutes it and writes its records (pass 2); `publish` renames the TFRecord and its sidecar
+    into place. All live in a hidden work folder beside the output, locked while this run lives.
+    Use as a context manager: the folder is removed on exit, whatever happens.
     """
 
     def __init__(self, out, label_shape, image_shape, rng, est_bytes, shard_bytes):
-        self.label_bytes = int(np.prod(label_shape))
+        self.out, self.label_bytes = out, int(np.prod(label_shape))
         self.size = self.label_bytes + int(np.prod(image_shape))
         self.rng, self.shard_bytes = rng, max(int(shard_bytes), self.size)
         folder = os.path.dirname(os.path.abspath(out))
         os.makedirs(folder, exist_ok=True)
-        self.dir = tempfile.mkdtemp(prefix='.%s.shards.' % os.path.basename(out), dir=folder)
-        k = min(MAX_SHARDS, max(1, math.ceil(est_bytes / self.shard_bytes)))
-        self.files = [open(os.path.join(self.dir, '%03d' % i), 'wb') for i in range(k)]
+        self.dir = tempfile.mkdtemp(prefix=WORK % os.path.basename(out), dir=folder)
+        self.files = []
+        try:
+            self.lock = open(os.path.join(self.dir, 'lock'), 'w')
+            if fcntl is not None:
+                fcntl.flock(self.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            k = min(MAX_SHARDS, max(1, math.ceil(est_bytes / self.shard_bytes)))
+            self.files = [open(os.path.join(self.dir, '%03d' % i), 'wb') for i in range(k)]
+        except BaseException:
+            self.__exit__()
+            raise
+        self.tfrecord, self.sidecar = os.path.join(self.dir, 'tfrecord'), os.path.join(self.dir, 'sidecar.json')
         self.count = 0
 
     def __enter__(self):
@@ -242,18 +433,30 @@ class ShuffleWriter:
     def __exit__(self, *exc):
         for f in self.files:
             f.close()
+        if getattr(self, 'lock', None):
+            self.lock.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    def add(self, label, image):
-        f = self.files[self.rng.integers(len(self.files))]
-        f.write(label.tobytes())                       # C order, also for rotated / flipped views
-        f.write(image.tobytes())
-        self.count += 1
+    def add(self, labels, images, modes):
+        """Every patch of the stacks `labels`, `images` under every transform of `modes`, patch by
+        patch and mode by mode, each record to a random shard."""
+        lb = self.label_bytes
+        step = max(1, CHUNK_BYTES // (len(modes) * self.size))
+        for i in range(0, len(labels), step):
+            a, b = labels[i:i + step], images[i:i + step]
+            rows = np.empty((len(a), len(modes), self.size), np.uint8)
+            for j, m in enumerate(modes):                 # C order, also for rotated / flipped views
+                _pixels(rows[:, j, :lb].reshape(a.shape, copy=False))[...] = patches.augment(_pixels(a), m, (1, 2))
+                _pixels(rows[:, j, lb:].reshape(b.shape, copy=False))[...] = patches.augment(_pixels(b), m, (1, 2))
+            rows = rows.reshape(-1, self.size)
+            for row, k in zip(rows, self.rng.integers(len(self.files), size=len(rows))):
+                self.files[k].write(row)
+            self.count += len(rows)
 
-    def write(self, path, bar=None):
+    def write(self, bar=None):
         for f in self.files:
             f.close()
-        with records.writer(path) as w:
+        with records.writer(self.tfrecord) as w:
             for f in self.files:
                 self._drain(f.name, w, bar)
 
@@ -274,11 +477,21 @@ class ShuffleWriter:
                 self._drain(q, w, bar)
             return
         data = np.fromfile(shard, np.uint8).reshape(n, self.size)
-        for i in self.rng.permutation(n):
-            w.write(records.serialize(data[i, :self.label_bytes], data[i, self.label_bytes:]))
+        order = self.rng.permutation(n)
+        step = max(1, CHUNK_BYTES // self.size)
+        for i in range(0, n, step):
+            rows = data[order[i:i + step]]
+            w.write_pairs(rows[:, :self.label_bytes], rows[:, self.label_bytes:])
         if bar is not None:
             bar.update(n)
         os.remove(shard)
+
+    def publish(self):
+        """Rename the TFRecord, then its sidecar, into place (an old sidecar goes first)."""
+        if os.path.exists(records.sidecar_path(self.out)):
+            os.remove(records.sidecar_path(self.out))
+        os.replace(self.tfrecord, self.out)
+        os.replace(self.sidecar, records.sidecar_path(self.out))
 
 
 # ----------------------------------------------------------------------------- the run
@@ -296,32 +509,38 @@ def run(kind, args):
         sets['val'] = (args.val_tfrecord, val, rng_val, 1)   # validation: untransformed patches
     split_of = {hr: name for name, (_, items, _, _) in sets.items() for hr, _ in items}
     stats = {name: dict(kept=0, rejected=0, images=0, skipped_small=0, skipped_unreadable=0) for name in sets}
+    for out, _, _, _ in sets.values():
+        check_output(out)
+        remove_stale(out)
+    job = functools.partial(cut, kind=kind, scale=s, patch=p, stride=args.stride,
+                            grad_thresh=args.grad_thresh, var_thresh=args.var_thresh)
+    workers = min(args.workers, len(pairs))
 
     with contextlib.ExitStack() as stack:
-        writers = {name: stack.enter_context(ShuffleWriter(
-            out, label_shape, image_shape, rng, estimate_bytes(items, args, record_bytes * n_aug),
-            args.shard_mb * 2 ** 20)) for name, (out, items, rng, n_aug) in sets.items()}
-        bar = tqdm(pairs, desc='images', unit='img', file=sys.stderr)
-        for hr_path, lr_path in bar:
+        pool = stack.enter_context(Workers(workers, job)) if workers > 1 else None   # before any output is open
+        writers = {}
+        for name, (out, items, rng, n_aug) in sets.items():
+            with output_errors(out):
+                writers[name] = stack.enter_context(ShuffleWriter(
+                    out, label_shape, image_shape, rng, estimate_bytes(items, args, record_bytes * n_aug),
+                    args.shard_mb * 2 ** 20))
+        bar = stack.enter_context(tqdm(total=len(pairs), desc='images', unit='img', file=sys.stderr))
+        cuts = pool.map(pairs, ahead=2 * workers) if pool else (job(*q) for q in pairs)
+        for (hr_path, _), c in zip(pairs, cuts):
+            bar.update(1)
             name = split_of[hr_path]
-            st, writer, modes = stats[name], writers[name], range(sets[name][3])
-            try:
-                hr = patches.modcrop(read_rgb8(hr_path), s)
-                if min(hr.shape[:2]) < p:
-                    st['skipped_small'] += 1
-                    continue
-                image = degraded(hr, lr_path, s, kind)
-            except utils.ImageError as e:
-                tqdm.write('warning: %s (skipped)' % e, file=sys.stderr)
+            st = stats[name]
+            if c.skipped == 'small':
+                st['skipped_small'] += 1
+                continue
+            if c.skipped:
+                tqdm.write('warning: %s (skipped)' % c.skipped, file=sys.stderr)
                 st['skipped_unreadable'] += 1
                 continue
-            kept, rejected = patches.select(hr, p, args.stride, s, args.grad_thresh, args.var_thresh)
-            for y, x in kept:
-                label, img = patches.crop(hr, image, y, x, p)
-                for m in modes:
-                    writer.add(patches.augment(label, m), patches.augment(img, m))
-            st['kept'] += len(kept)
-            st['rejected'] += rejected
+            with output_errors(sets[name][0]):
+                writers[name].add(c.labels, c.images, range(sets[name][3]))
+            st['kept'] += len(c.labels)
+            st['rejected'] += c.rejected
             st['images'] += 1
             bar.set_postfix(kept=stats['train']['kept'], rejected=stats['train']['rejected'], refresh=False)
         bar.close()
@@ -333,38 +552,42 @@ def run(kind, args):
                                                                    st['skipped_small'], st['skipped_unreadable']))
 
         total = sum(w.count for w in writers.values())
-        import tensorflow.compat.v1  # noqa: F401  (records.writer needs it: load it before the progress bar)
-        with contextlib.ExitStack() as renames:
-            bar = tqdm(total=total, desc='shuffling, writing', unit='rec', file=sys.stderr)
-            for name, (out, _, _, _) in sets.items():
-                writers[name].write(renames.enter_context(utils.atomic_path(out)), bar)
-            bar.close()
-            for out, _, _, _ in sets.values():        # an old sidecar must not describe the new file
-                if os.path.exists(records.sidecar_path(out)):
-                    os.remove(records.sidecar_path(out))
-        # the TFRecords are in place: now their sidecars
+        bar = stack.enter_context(tqdm(total=total, desc='shuffling, writing', unit='rec', file=sys.stderr))
+        for name, (out, _, _, _) in sets.items():
+            with output_errors(out):
+                writers[name].write(bar)
+                meta = sidecar(kind, args, name, writers[name].count, sets[name][3], label_shape, image_shape,
+                               stats[name], val)
+                records.write_sidecar(out, meta, writers[name].sidecar)
+        bar.close()
+        for name, (out, _, _, _) in sets.items():       # all written: now into place
+            with output_errors(out):
+                writers[name].publish()
 
-    options = dict(vars(args))
-    val_files = [os.path.abspath(hr) for hr, _ in val]
-    for name, (out, items, _, n_aug) in sets.items():
+    for name, (out, _, _, n_aug) in sets.items():
         st = stats[name]
-        meta = dict(count=writers[name].count, label_shape=label_shape, image_shape=image_shape, scale=s,
-                    kind=kind, split=name, seed=args.seed, augment=n_aug,
-                    source=[os.path.abspath(f) for f in args.labelpath],
-                    datapath=[os.path.abspath(f) for f in args.datapath] if args.datapath else None,
-                    options=options, **st)
-        if name == 'train' and kind == 'NMD':
-            meta['held_out'] = dict(count=len(val), tfrecord=os.path.abspath(args.val_tfrecord) if val else None,
-                                    images=val_files)
-        if name == 'val':
-            meta['train_tfrecord'] = os.path.abspath(args.tfrecord)
-            meta['image_files'] = val_files
-        records.write_sidecar(out, meta)
         print('%s: %d records = %d patches kept x %d transform%s; %d rejected by the filter; %d image(s) used, '
               '%d smaller than the patch, %d unreadable' % (
                   out, writers[name].count, st['kept'], n_aug, 's' if n_aug > 1 else '', st['rejected'],
                   st['images'], st['skipped_small'], st['skipped_unreadable']))
     return 0
+
+
+def sidecar(kind, args, name, count, n_aug, label_shape, image_shape, st, val):
+    """The sidecar of set `name` (records.py) from its record count, transforms, shapes and stats."""
+    options = {k: v for k, v in vars(args).items() if k != 'workers'}    # the output does not depend on it
+    val_files = [os.path.abspath(hr) for hr, _ in val]
+    meta = dict(count=count, label_shape=label_shape, image_shape=image_shape, scale=args.scale, kind=kind,
+                split=name, seed=args.seed, augment=n_aug, source=[os.path.abspath(f) for f in args.labelpath],
+                datapath=[os.path.abspath(f) for f in args.datapath] if args.datapath else None,
+                options=options, **st)
+    if name == 'train' and kind == 'NMD':
+        meta['held_out'] = dict(count=len(val), tfrecord=os.path.abspath(args.val_tfrecord) if val else None,
+                                images=val_files)
+    if name == 'val':
+        meta['train_tfrecord'] = os.path.abspath(args.tfrecord)
+        meta['image_files'] = val_files
+    return meta
 
 
 def _terminate(signum, frame):

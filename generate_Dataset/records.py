@@ -4,10 +4,15 @@ Each record is a tf.train.Example with two raw uint8 byte features: `label` (HR 
 and `image` (LR or ILR patch). Beside every TFRecord `X.tfrecord` lies `X.tfrecord.json`
 (the sidecar): count, label_shape, image_shape, scale, kind ('NatSR' or 'NMD'), seed,
 source folder and generator options. Readers take the patch shapes from the sidecar.
+
+Records are written without TensorFlow (`serialize`, `Writer`: the same bytes as TensorFlow's
+serializer and tf.io.TFRecordWriter, tested); readers use TensorFlow.
 """
 import json
 import os
+import struct
 
+import crc32c
 import numpy as np
 
 
@@ -30,30 +35,106 @@ def load_sidecar(tfrecord):
     return meta
 
 
+def _varint(n):
+    out = bytearray()
+    while n > 0x7F:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _head(field, length):
+    """Protobuf header of a length-delimited field (wire type 2) of `length` bytes."""
+    return bytes([field << 3 | 2]) + _varint(length)
+
+
+def _entry_head(key, length):
+    """(bytes before the value, whole size) of one entry `key` -> Feature(bytes_list=[value of
+    `length` bytes]) of the Features map."""
+    value = _head(1, length)                                   # BytesList.value
+    feature = _head(1, len(value) + length) + value            # Feature.bytes_list
+    entry = _head(1, len(key)) + key + _head(2, len(feature) + length) + feature
+    head = _head(1, len(entry) + length) + entry              # Features.feature (a map entry)
+    return head, len(head) + length
+
+
+def example_parts(label_len, image_len):
+    """(head, middle): a record of a `label_len`-byte label and an `image_len`-byte image is
+    head + image + middle + label, the bytes of tf.train.Example(...).SerializeToString(
+    deterministic=True): map entries in key order ('image' before 'label'), tested against it."""
+    image_head, image_size = _entry_head(b'image', image_len)
+    label_head, label_size = _entry_head(b'label', label_len)
+    return _head(1, image_size + label_size) + image_head, label_head   # Example.features
+
+
 def serialize(label, image):
     """One record from uint8 HR patch `label` and uint8 LR / ILR patch `image`."""
-    import tensorflow.compat.v1 as tf
-    feature = {
-        'label': tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.ascontiguousarray(label, np.uint8).tobytes()])),
-        'image': tf.train.Feature(bytes_list=tf.train.BytesList(value=[np.ascontiguousarray(image, np.uint8).tobytes()])),
-    }
-    # deterministic=True: protobuf writes map entries (the two features) in hash order otherwise,
-    # which changes from one process to the next; sorted keys make the same data the same bytes.
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
+    label = np.ascontiguousarray(label, np.uint8).tobytes()
+    image = np.ascontiguousarray(image, np.uint8).tobytes()
+    head, middle = example_parts(len(label), len(image))
+    return head + image + middle + label
+
+
+def _masked_crc(data):
+    crc = crc32c.crc32c(data)
+    return ((crc >> 15 | crc << 17) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _length_header(length):
+    """uint64 little-endian length and its masked crc32c: the first 12 bytes of a framed record."""
+    n = struct.pack('<Q', length)
+    return n + struct.pack('<I', _masked_crc(n))
+
+
+class Writer:
+    """Writes TFRecord files, the bytes tf.io.TFRecordWriter writes (no compression), without
+    TensorFlow: per record, its length (uint64 LE), the masked crc32c of the length, the record,
+    the masked crc32c of the record."""
+
+    def __init__(self, path):
+        self.file = open(path, 'wb')
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.file.close()
+
+    def write(self, record):
+        self.file.write(_length_header(len(record)) + record + struct.pack('<I', _masked_crc(record)))
+
+    def write_pairs(self, labels, images):
+        """One record per row of the uint8 arrays `labels` (N x label bytes) and `images` (N x image
+        bytes), framed all at once: the bytes of `write(serialize(label, image))` row after row."""
+        head, middle = example_parts(labels.shape[1], images.shape[1])
+        length = _length_header(len(head) + images.shape[1] + len(middle) + labels.shape[1])
+        columns = [np.frombuffer(length + head, np.uint8), images, np.frombuffer(middle, np.uint8), labels]
+        out = np.empty((len(labels), sum(c.shape[-1] for c in columns) + 4), np.uint8)
+        at = 0
+        for c in columns:                                    # constant parts broadcast to every row
+            out[:, at:at + c.shape[-1]] = c
+            at += c.shape[-1]
+        crcs = np.array([_masked_crc(row) for row in out[:, len(length):at]], '<u4')
+        out[:, at:] = crcs.view(np.uint8).reshape(-1, 4)
+        self.file.write(out)
 
 
 def writer(path):
     """A TFRecord writer for `serialize`d records (use as a context manager)."""
-    import tensorflow.compat.v1 as tf
-    return tf.io.TFRecordWriter(path)
+    return Writer(path)
 
 
-def write_sidecar(tfrecord, meta):
-    """Write the sidecar of `tfrecord` atomically (a temporary file renamed into place)."""
+def write_sidecar(tfrecord, meta, path=None):
+    """Write the sidecar of `tfrecord` atomically (a temporary file renamed into place), at its
+    place beside it or at `path` (to be moved there later)."""
     for key in ('count', 'label_shape', 'image_shape', 'scale', 'kind'):
         if key not in meta:
             raise ValueError('sidecar of %s lacks %r' % (tfrecord, key))
-    side = sidecar_path(tfrecord)
+    side = path or sidecar_path(tfrecord)
     tmp = '%s.tmp%d' % (side, os.getpid())
     try:
         with open(tmp, 'w') as f:

@@ -1,8 +1,13 @@
-"""generate_Dataset: patch content, determinism, interruption, bad inputs (issue #3).
+"""generate_Dataset: patch content, determinism, the record format, interruption, bad inputs and
+unwritable outputs (issues #3, #12, #13, #15).
 
 Tiny synthetic images (noise with a flat band, so the filter keeps some patches and rejects
 others); the expected records are recomputed here independently of patches.py.
 """
+import builtins
+import errno
+import fcntl
+import hashlib
 import json
 import os
 import signal
@@ -14,7 +19,8 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-from generate_Dataset import build, records
+from conftest import shared_path
+from generate_Dataset import build, patches, records
 from imresize import imresize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -172,15 +178,12 @@ def test_interrupt_while_writing_keeps_old_output_and_leaves_no_temp(tmp_path, m
     common = ['--labelpath', hr, '--scale', 2, '--patch', 16, '--stride', 6, '--tfrecord', out]
     assert gen('NatSR', *common) == 0
     old, old_side = out.read_bytes(), (tmp_path / 'o' / 'x.tfrecord.json').read_bytes()
-    calls = []
-    real = records.serialize
+    real = records.Writer.write_pairs
 
-    def interrupted(*a):
-        calls.append(1)
-        if len(calls) == 20:
-            raise KeyboardInterrupt
-        return real(*a)
-    monkeypatch.setattr(records, 'serialize', interrupted)
+    def interrupted(self, labels, images):
+        real(self, labels[:10], images[:10])              # some records written, then Ctrl-C
+        raise KeyboardInterrupt
+    monkeypatch.setattr(records.Writer, 'write_pairs', interrupted)
     assert gen('NatSR', *common, '--seed', 1) == 130
     assert 'interrupted' in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path / 'o')) == ['x.tfrecord', 'x.tfrecord.json']
@@ -215,8 +218,17 @@ def test_killed_run_leaves_no_output(tmp_path, sig):
     assert 'k.tfrecord' not in left and 'k.tfrecord.json' not in left
     if sig == signal.SIGTERM:
         assert left == [] and proc.returncode == 128 + signal.SIGTERM   # cleaned up on the way out
-    else:
-        assert all(n.startswith('.k.') for n in left)                 # only hidden leftovers
+        return
+    assert len(left) == 1 and left[0].startswith('.k.tfrecord.shards.')   # one hidden work folder
+    # the next run over the same output removes it and says so in one line
+    run = subprocess.run([sys.executable, '-m', 'generate_Dataset.generate_NatSR', '--labelpath', str(hr),
+                          '--tfrecord', str(out / 'k.tfrecord'), '--scale', '2', '--patch', '32', '--stride', '32'],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    notes = [line for line in run.stderr.splitlines() if line.startswith('note: removed')]
+    assert len(notes) == 1 and notes[0].startswith('note: removed 1 work folder(s) of interrupted runs beside %s (%s, '
+                                                   % (out / 'k.tfrecord', left[0]))
+    assert sorted(os.listdir(out)) == ['k.tfrecord', 'k.tfrecord.json']
 
 
 # ----------------------------------------------------------------------------- bad inputs
@@ -309,3 +321,238 @@ def test_grid_rounds_corners_to_the_scale_and_augment_order():
     a = np.arange(6).reshape(2, 3)
     assert [patches.augment(a, m).tolist() for m in (1, 2, 3)] == [
         a[::-1].tolist(), np.rot90(a).tolist(), np.rot90(a)[::-1].tolist()]
+
+
+def test_augment_of_a_stack_is_the_augment_of_each_patch():
+    stack = np.random.default_rng(0).integers(0, 256, (3, 5, 5, 3), dtype=np.uint8)
+    for m in range(8):
+        assert np.array_equal(patches.augment(stack, m, (1, 2)), [patches.augment(a, m) for a in stack])
+
+
+# ----------------------------------------------------------------------------- the filter
+
+def original_figures(patch):
+    """The original's float64 statistics of one uint8 patch (np.mean / np.var)."""
+    x = patch.astype(np.float64) / 255.0
+    return np.mean((x[:-1, :-1] - x[1:, :-1]) ** 2 + (x[:-1, :-1] - x[:-1, 1:]) ** 2), np.var(x)
+
+
+def test_filter_decides_like_the_original_even_at_the_thresholds():
+    """patches.select (exact box sums) keeps what the original's float filter keeps, also when a
+    threshold is set to a patch's own float figure or the next double either side of it."""
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        p = int(rng.integers(2, 30))
+        h, w = (int(v) for v in rng.integers(p, 3 * p, 2))
+        hr = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        if trial % 3 == 0:
+            hr = hr // 64 * 64                            # few levels: many equal figures
+        if trial % 3 == 1:
+            hr[:, :w // 2] = 100                          # flat half
+        corners = patches.grid(h, w, p, 3, 1)
+        y, x = corners[rng.integers(len(corners))]
+        g, v = original_figures(hr[y:y + p, x:x + p])
+        figures = np.array([original_figures(hr[a:a + p, b:b + p]) for a, b in corners])
+        grad, var = patches.box_statistics(hr, p, patches.starts(h, p, 3, 1), patches.starts(w, p, 3, 1))
+        assert np.allclose(grad, figures[:, 0], rtol=1e-12, atol=0)
+        assert np.allclose(var, figures[:, 1], rtol=1e-12, atol=1e-30)    # flat: 0 here, ~1e-33 there
+        for gt, vt in [(g, 0), (0, v), (np.nextafter(g, 1), 0), (0, np.nextafter(v, 1)), (g, v),
+                       (np.nextafter(g, 0), np.nextafter(v, 0)), (0.005, 0.03)]:
+            want = [c for c, (a, b) in zip(corners, figures) if a >= gt and b >= vt]
+            assert patches.select(hr, p, 3, 1, gt, vt) == (want, len(corners) - len(want))
+
+
+# ----------------------------------------------------------------------------- the record format
+
+def test_records_are_the_bytes_of_tensorflows_serializer_and_writer(tmp_path):
+    """serialize and Writer (record by record and write_pairs) write what tf.train.Example and
+    tf.io.TFRecordWriter write, at lengths around the protobuf varint steps (127/128, 16383/16384)."""
+    import tensorflow.compat.v1 as tf
+    rng = np.random.default_rng(0)
+
+    def tf_example(label, image):
+        feature = {k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.tobytes()]))
+                   for k, v in (('label', label), ('image', image))}
+        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
+
+    for label_len, image_len in [(1, 1), (100, 27), (127, 128), (16383, 16384), (27648, 1728), (110592, 6912)]:
+        labels = rng.integers(0, 256, (4, label_len), dtype=np.uint8)
+        images = rng.integers(0, 256, (4, image_len), dtype=np.uint8)
+        with tf.io.TFRecordWriter(str(tmp_path / 'tf')) as w:
+            for a, b in zip(labels, images):
+                w.write(tf_example(a, b))
+        with records.writer(str(tmp_path / 'ours')) as w:
+            w.write_pairs(labels[:3], images[:3])
+            w.write(records.serialize(labels[3], images[3]))
+        assert all(records.serialize(a, b) == tf_example(a, b) for a, b in zip(labels, images))
+        assert (tmp_path / 'ours').read_bytes() == (tmp_path / 'tf').read_bytes()
+
+
+# Digests of the files that the generator of commit eb06439 (TensorFlow's serializer and writer, pass 1
+# in one process) wrote for make_images(...) with these options: the same inputs, options and seed
+# must give the same bytes, serial or parallel.
+EB06439 = {
+    'a.tfrecord': '7aa4720512acd54af44f02c3a84a024e63d1bb6b83e725e4cf3b58f7fc3b9f1e',
+    'n.tfrecord': '09a96a113cb3975260758012f6c2da10572885c4a39a4a51aa4f4706017e8aee',
+    'n_val.tfrecord': 'd746c19b5056ad47f0a72d5be7b90b392e2f3b3e2ff586000ff0334c10519007',
+    'b.tfrecord': '0c7ad418785c9a009adeaeae537b3e6c6e15657a47bd8787aa1be58a845611b6',
+}
+
+
+@pytest.mark.parametrize('workers', [1, 3])
+def test_same_bytes_as_before_serial_and_parallel(tmp_path, monkeypatch, workers):
+    hr = make_images(tmp_path / 'hr')
+    common = ['--labelpath', hr, '--scale', 2, '--patch', 16, '--stride', 6, '--workers', workers]
+    assert gen('NatSR', *common, '--tfrecord', tmp_path / 'a.tfrecord', '--seed', 5) == 0
+    assert gen('NMD', *common, '--tfrecord', tmp_path / 'n.tfrecord', '--val_images', 1, '--seed', 3) == 0
+    monkeypatch.setattr(build, 'MAX_SHARDS', 2)           # oversized shards dealt out again
+    assert gen('NatSR', '--labelpath', hr, '--scale', 3, '--patch', 15, '--stride', 4, '--workers', workers,
+               '--tfrecord', tmp_path / 'b.tfrecord', '--shard_mb', 0.004) == 0
+    for name, digest in EB06439.items():
+        assert hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() == digest, name
+    meta = records.load_sidecar(str(tmp_path / 'a.tfrecord'))
+    assert 'workers' not in meta['options']               # the sidecar does not depend on it either
+
+
+def test_a_worker_that_dies_gives_one_line(tmp_path, monkeypatch, capsys):
+    hr = make_images(tmp_path / 'hr')
+    real = build.cut
+
+    def dying(hr_path, *a, **k):
+        if hr_path.endswith('im1.png'):
+            os._exit(9)                                   # as the out-of-memory killer would
+        return real(hr_path, *a, **k)
+    monkeypatch.setattr(build, 'cut', dying)
+    assert bad(tmp_path, capsys, 'NatSR', '--labelpath', hr, '--scale', 2, '--patch', 16, '--workers', 2) == \
+        'error: a worker process died (out of memory? try fewer --workers)'
+
+
+# ----------------------------------------------------------------------------- leftovers, unwritable output
+
+def test_stale_work_folders_are_removed_and_reported_live_ones_kept(tmp_path, capsys):
+    hr = make_images(tmp_path / 'hr')
+    out = tmp_path / 'x.tfrecord'
+    dead, live, other = (tmp_path / n for n in ('.x.tfrecord.shards.dead', '.x.tfrecord.shards.live',
+                                                '.y.tfrecord.shards.dead'))
+    for d in (dead, live, other):
+        os.makedirs(d)
+        (d / '000').write_bytes(b'\0' * 5000)
+        (d / 'lock').write_text('')
+    with open(live / 'lock') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)                  # a generator still running over the same output
+        assert gen('NatSR', '--labelpath', hr, '--tfrecord', out, '--scale', 2, '--patch', 16) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith('note: removed')]
+    assert notes == ['note: removed 1 work folder(s) of interrupted runs beside %s (.x.tfrecord.shards.dead, '
+                     '0.0 MB)' % out]
+    assert sorted(os.listdir(tmp_path)) == ['.x.tfrecord.shards.live', '.y.tfrecord.shards.dead', 'hr',
+                                            'x.tfrecord', 'x.tfrecord.json']
+
+
+def test_read_only_output_folder_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
+    hr = make_images(tmp_path / 'hr')
+    ro = tmp_path / 'ro'
+    os.makedirs(ro)
+    os.chmod(ro, 0o555)
+    if os.access(ro, os.W_OK):                            # root writes anyway: a read-only mount, simulated
+        def read_only(prefix, dir):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.path.join(dir, prefix))
+        monkeypatch.setattr(build.tempfile, 'mkdtemp', read_only)
+        problem = os.strerror(errno.EROFS)
+    else:
+        problem = os.strerror(errno.EACCES)
+    try:
+        assert gen('NatSR', '--labelpath', hr, '--tfrecord', ro / 'x.tfrecord', '--scale', 2, '--patch', 16) == 2
+    finally:
+        os.chmod(ro, 0o755)
+    err = capsys.readouterr().err
+    assert err == 'error: %s: cannot write (%s)\n' % (ro / 'x.tfrecord', problem)   # not a line of progress
+    assert os.listdir(ro) == []
+    (tmp_path / 'notes.txt').write_text('a file')
+    out = tmp_path / 'notes.txt' / 'sub' / 'x.tfrecord'
+    assert gen('NatSR', '--labelpath', hr, '--tfrecord', out, '--scale', 2, '--patch', 16) == 2
+    assert capsys.readouterr().err == 'error: %s: cannot write (%s is a file, not a folder)\n' % (
+        out, tmp_path / 'notes.txt')
+
+
+class FullDisk:
+    """open() for the generator's modules whose written files hold `room` bytes in all, then raise
+    ENOSPC, as a full disk does."""
+
+    def __init__(self, room):
+        self.room = room
+
+    def __call__(self, path, mode='r', *args, **kwargs):
+        f = builtins.open(path, mode, *args, **kwargs)
+        return f if mode.startswith('r') else _Filling(f, self)
+
+
+class _Filling:
+    def __init__(self, f, disk):
+        self.f, self.disk = f, disk
+
+    def write(self, data):
+        n = len(data.encode()) if isinstance(data, str) else memoryview(data).nbytes
+        if n > self.disk.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.disk.room -= n
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+@pytest.mark.parametrize('room', [20000, 440000], ids=['pass 1', 'pass 2'])
+def test_full_disk_is_one_line_and_leaves_the_old_output(tmp_path, monkeypatch, capsys, room):
+    """The raw records take 428,544 bytes (432 records): 20 kB fills up in pass 1, 440 kB in pass 2."""
+    hr = make_images(tmp_path / 'hr')
+    out = tmp_path / 'o' / 'x.tfrecord'
+    common = ['--labelpath', hr, '--scale', 2, '--patch', 16, '--stride', 6, '--tfrecord', out]
+    assert gen('NatSR', *common) == 0
+    old, old_side = out.read_bytes(), (tmp_path / 'o' / 'x.tfrecord.json').read_bytes()
+    capsys.readouterr()
+    for module in (build, records):
+        monkeypatch.setattr(module, 'open', FullDisk(room), raising=False)
+    assert gen('NatSR', *common, '--seed', 1) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == 'error: %s: cannot write (%s)' % (out, os.strerror(errno.ENOSPC))
+    assert ('shuffling' in '\n'.join(err)) == (room > 428544)          # where it stopped
+    assert sorted(os.listdir(tmp_path / 'o')) == ['x.tfrecord', 'x.tfrecord.json']   # no partial file
+    assert out.read_bytes() == old and (tmp_path / 'o' / 'x.tfrecord.json').read_bytes() == old_side
+
+
+# ----------------------------------------------------------------------------- MATLAB-made LR (issue #12)
+
+@pytest.mark.parametrize('scale', [2, 3, 4])
+def test_set5_lr_patches_in_the_tfrecord_equal_the_matlab_crops(tmp_path, scale):
+    """generate_NatSR.py on Set5 HR (LR computed by imresize) writes, for every HR patch, the crop of
+    the MATLAB-made LR file at the same place, byte for byte. Records are shuffled: each record is
+    matched to the HR positions that hold its label."""
+    from generate_Dataset import generate_NatSR
+    folder = shared_path('data', 'Set5')
+    p = 12 * scale                                        # 12 x 12 LR patches, every one kept
+    out = tmp_path / 'set5.tfrecord'
+    assert generate_NatSR.main(['--labelpath', os.path.join(folder, 'HR'), '--scale', str(scale), '--patch', str(p),
+                                '--stride', str(p // 2), '--augment', '1', '--grad_thresh', '0', '--var_thresh', '0',
+                                '--tfrecord', str(out)]) == 0
+    expected = {}
+    for name in ('baby', 'bird', 'butterfly', 'head', 'woman'):
+        hr = build.read_rgb8(os.path.join(folder, 'HR', name + '.bmp'))
+        hr = hr[:hr.shape[0] // scale * scale, :hr.shape[1] // scale * scale]
+        lr = build.read_rgb8(os.path.join(folder, 'LR_bicubic', 'X%d' % scale, '%sx%d.png' % (name, scale)))
+        assert lr.shape[:2] == (hr.shape[0] // scale, hr.shape[1] // scale)
+        for y in range(0, hr.shape[0] - p + 1, p // 2):
+            for x in range(0, hr.shape[1] - p + 1, p // 2):
+                crop = lr[y // scale:(y + p) // scale, x // scale:(x + p) // scale]
+                expected.setdefault(hr[y:y + p, x:x + p].tobytes(), []).append(crop.tobytes())
+    got = read(str(out))[0]
+    assert len(got) == sum(len(v) for v in expected.values()) > 500
+    for record in got:
+        label, image = record[:3 * p * p], record[3 * p * p:]
+        assert image in expected[label]                   # the MATLAB crop at one of the label's places
+        expected[label].remove(image)
