@@ -96,7 +96,7 @@ class Trainer(object):
             loss_nat = -tf.reduce_mean(tf.log(nmd_score + 1e-10))
             loss_g = loss_recon + args.nat_weight * loss_nat + args.gan_weight * loss_gan
             if args.grid_weight:                 # an option, not the paper's (README, "The dot grid")
-                loss_g += args.grid_weight * grid_loss(sr, hr, args.scale)
+                loss_g += args.grid_weight * grid_loss(sr, hr, 2 * args.scale)
         train = self.with_ema(self.opt_g.minimize(distribute.replica_share(loss_g), var_list=gen_vars,
                                                   global_step=self.step), gen_vars)
         return {'train': train, 'd_train': d_train, 'l1': loss_recon, 'nat': loss_nat, 'g_gan': loss_gan,
@@ -118,8 +118,10 @@ class Trainer(object):
 
 def grid_loss(sr, hr, period):
     """Mean |deviation| of the period x period phase means of SR - HR from their mean, per patch and
-    channel: the error's component at the sub-pixel upsampler's lattice frequencies (whose energy
-    metrics.grid measures), i.e. a dot grid that HR does not have."""
+    channel: the error's component at the frequencies of a pattern that repeats every `period`
+    pixels, i.e. a dot grid that HR does not have. NatSR uses period 2 x scale: the upsampler's
+    own period (scale, what metrics.grid measures) and patterns that alternate from one LR pixel to
+    the next (the first NatSR's dots: a period-4 lattice whose sign flips every LR pixel)."""
     _, h, w, c = sr.get_shape().as_list()
     err = tf.reshape(sr - hr, [-1, h // period, period, w // period, period, c])
     phases = tf.reduce_mean(err, axis=[1, 3])
