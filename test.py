@@ -8,7 +8,7 @@ Models: NatSR and FRSR (x4), FRSR_x2, FRSR_x3, and `bicubic` (MATLAB bicubic, x`
 default). The checkpoint is `<modelpath>/<model>` (the original release's `Model/NatSR.index` /
 `.data-*`), or the newest checkpoint of a folder that holds a `checkpoint` file.
 
-Images (PNG, JPEG, BMP, TIFF): gray is super-resolved as 3 equal channels and saved gray (the
+Images (PNG, JPEG, BMP, TIFF, WebP): gray is super-resolved as 3 equal channels and saved gray (the
 channel mean of the output); an alpha channel is upscaled with bicubic and re-attached; 16-bit
 input gives 16-bit output. Results go to `<savepath>/<model>/<stem>.png` (`bicubic_x<s>` for the
 baseline). With `--ref 1`, LR and HR images are paired by file stem (`babyx4.png` with `baby.bmp`),

@@ -6,7 +6,7 @@ import tempfile
 
 import numpy as np
 
-IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff')
+IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 # The most pixels read_image decodes, whatever the reader (Pillow, pypng for 16-bit PNG, tifffile):
 # Pillow's own default limit (PIL.Image.MAX_IMAGE_PIXELS, about 9459 x 9459), checked on the size the
 # file's header declares, before anything is decoded (a 1.3 MB PNG can declare 15000 x 15000 x 16 bits).
@@ -56,7 +56,7 @@ def read_image(path):
 
 
 def image_size(path):
-    """(height, width) that a PNG, JPEG, BMP or TIFF file declares in its header, read without
+    """(height, width) that a PNG, JPEG, BMP, TIFF or WebP file declares in its header, read without
     decoding the pixels; ImageError (one line) when there is no such header."""
     try:
         with open(path, 'rb') as f:
@@ -70,8 +70,10 @@ def image_size(path):
                 w, h = _jpeg_size(f)
             elif head[:4] in (b'II*\x00', b'MM\x00*', b'II+\x00', b'MM\x00+'):
                 w, h = _tiff_size(f, head)
+            elif head[:4] == b'RIFF' and head[8:12] == b'WEBP':
+                w, h = _webp_size(head)
             else:
-                raise ValueError('not a PNG, JPEG, BMP or TIFF file')
+                raise ValueError('not a PNG, JPEG, BMP, TIFF or WebP file')
     except struct.error:
         raise ImageError('%s: cannot read image (truncated header)' % path)
     except (OSError, ValueError) as e:
@@ -86,6 +88,22 @@ def checked_size(path):
         raise ImageError('%s: its header declares %dx%d pixels, more than the %d an image may have (MAX_PIXELS); '
                          'not decoded' % (path, w, h, MAX_PIXELS))
     return h, w
+
+
+def _webp_size(head):
+    """(width, height) from the first chunk of a WebP file (lossy VP8, lossless VP8L or extended VP8X)."""
+    chunk = head[12:16]
+    if len(head) < 30:
+        raise ValueError('truncated header')
+    if chunk == b'VP8 ' and head[23:26] == b'\x9d\x01\x2a':
+        w, h = struct.unpack('<HH', head[26:30])
+        return w & 0x3FFF, h & 0x3FFF
+    if chunk == b'VP8L' and head[20:21] == b'\x2f':
+        bits = struct.unpack('<I', head[21:25])[0]
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b'VP8X':
+        return (int.from_bytes(head[24:27], 'little') + 1, int.from_bytes(head[27:30], 'little') + 1)
+    raise ValueError('no WebP frame header')
 
 
 def _jpeg_size(f):

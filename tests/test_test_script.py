@@ -505,11 +505,17 @@ def test_decompression_bomb_is_refused_from_its_header(tmp_path, monkeypatch, na
 @pytest.mark.parametrize('ext, shape, dtype', [
     ('png', (13, 21, 3), np.uint8), ('png', (6, 10, 4), np.uint16), ('png', (7, 9), np.uint8),
     ('jpg', (13, 21, 3), np.uint8), ('bmp', (7, 9, 3), np.uint8), ('bmp', (5, 11, 4), np.uint8),
-    ('tif', (6, 10, 3), np.uint16), ('tiff', (5, 11, 4), np.uint8)])
+    ('tif', (6, 10, 3), np.uint16), ('tiff', (5, 11, 4), np.uint8), ('webp', (13, 21, 3), np.uint8),
+    ('webp', (5, 11, 4), np.uint8)])
 def test_image_size_reads_the_header_of_every_format(tmp_path, ext, shape, dtype):
     path = str(tmp_path / ('x.' + ext))
     utils.save_image(path, random_image(shape, 0, dtype))
     assert utils.image_size(path) == shape[:2] == utils.read_image(path).shape[:2]
+    if ext == 'webp':   # lossy (VP8) and extended (VP8X) headers too; save_image writes lossless (VP8L)
+        from PIL import Image
+        Image.fromarray(random_image(shape, 1, dtype)).save(path, 'WEBP', quality=80)
+        assert open(path, 'rb').read(16)[12:16] == (b'VP8X' if shape[2:] == (4,) else b'VP8 ')
+        assert utils.image_size(path) == shape[:2] == utils.read_image(path).shape[:2]
     (tmp_path / 'short.png').write_bytes(open(path, 'rb').read()[:20])
     with pytest.raises(utils.ImageError, match='cannot read image'):
         utils.image_size(str(tmp_path / 'short.png'))
