@@ -11,6 +11,7 @@ import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
 import sr
+from generate_Dataset import records
 from sr import device_name  # noqa: F401  (the trainers print it)
 
 
@@ -28,7 +29,10 @@ def str2bool(s):
 
 def config_parser(config, description):
     """An ArgumentParser with one flag per upper-case constant of `config` (`--batch_size` for
-    BATCH_SIZE), defaulting to the constant, plus the original's --gpu --trial --step."""
+    BATCH_SIZE), defaulting to the constant, plus the original's --gpu --trial --step.
+    PATCH_SIZE is the one exception: the patch side is the TFRecord's (its sidecar says it), so
+    --patch_size defaults to None and, when given, only checks the data; the constant (the
+    paper's value, 0 where there is none) shows in the help."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument('--gpu', default=None, help='GPU index to use (sets CUDA_VISIBLE_DEVICES); CPU when none is visible')
     p.add_argument('--trial', type=int, default=0, help='trial number: checkpoints and logs go to <checkpoint_dir>/<run>_trial<N>')
@@ -38,9 +42,28 @@ def config_parser(config, description):
                         'AMX-BF16; default: %(default)s')
     for name in sorted(n for n in dir(config) if n.isupper()):
         value = getattr(config, name)
+        if name == 'PATCH_SIZE':
+            p.add_argument('--patch_size', type=int, default=None,
+                           help="HR patch side; default: the TFRecord's, from its sidecar; a different value "
+                                'is an error%s' % (' (the paper: %d)' % value if value else ''))
+            continue
         kind = str2bool if isinstance(value, bool) else (type(value) if value is not None else str)
         p.add_argument('--' + name.lower(), type=kind, default=value, help='default: %(default)s')
     return p
+
+
+def load_sidecar(tfrecord, patch_size=None):
+    """The sidecar of the TFRecord `tfrecord` (one-line errors), checked against --patch_size
+    `patch_size` (None or 0: not given; the patch size is the TFRecord's)."""
+    try:
+        meta = records.load_sidecar(tfrecord)
+    except ValueError as e:
+        raise TrainingError(str(e))
+    side = meta['label_shape'][0]
+    if patch_size and side != patch_size:
+        raise TrainingError("%s: holds %d-pixel HR patches, --patch_size is %d (leave --patch_size out: the "
+                            "TFRecord's sidecar sets it)" % (tfrecord, side, patch_size))
+    return meta
 
 
 def select_gpu(argv):

@@ -104,22 +104,16 @@ def run_name(args):
 
 
 def load_data(args, replicas=1):
-    """The dataset of training batches, checked against the model (kind, scale, patch size) and
-    the replicas (the global batch is split evenly among them)."""
-    try:
-        meta = records.load_sidecar(args.tfrecord_path)
-    except ValueError as e:
-        raise loop.TrainingError(str(e))
+    """The dataset of training batches, checked against the model (kind, scale, --patch_size if
+    given: the patch size is the TFRecord's) and the replicas (the global batch is split evenly
+    among them)."""
+    meta = loop.load_sidecar(args.tfrecord_path, args.patch_size)
     if meta['kind'] != 'NatSR':
         raise loop.TrainingError('%s: a %s TFRecord, main.py needs one from generate_NatSR.py'
                                  % (args.tfrecord_path, meta['kind']))
     if meta['scale'] != args.scale:
         raise loop.TrainingError('%s: made for x%d, the model is x%d (--scale)'
                                  % (args.tfrecord_path, meta['scale'], args.scale))
-    if args.patch_size is not None and meta['label_shape'][0] != args.patch_size:
-        raise loop.TrainingError('%s: holds %d-pixel HR patches, --patch_size is %d (pass --patch_size %d)'
-                                 % (args.tfrecord_path, meta['label_shape'][0], args.patch_size,
-                                    meta['label_shape'][0]))
     if args.batch_size % replicas:
         raise loop.TrainingError('--batch_size %d does not split evenly over %d replicas'
                                  % (args.batch_size, replicas))

@@ -11,17 +11,13 @@ from model import NMD
 from Train_NMD.curriculum import HISTORY, curriculum_update  # noqa: F401 (HISTORY: checkpoint layout)
 from Train_NMD.degrade import blur, inject_dct
 
-def load_records(path, patch_size, limit=None):
-    """Check the NMD TFRecord `path` (kind, patch size) and return its sidecar."""
-    try:
-        meta = records.load_sidecar(path)
-    except ValueError as e:
-        raise loop.TrainingError(str(e))
+def load_records(path, patch_size):
+    """Check the NMD TFRecord `path` (kind, `patch_size` if given: None or 0 takes the TFRecord's)
+    and return its sidecar."""
+    meta = loop.load_sidecar(path, patch_size)
     if meta['kind'] != 'NMD':
         raise loop.TrainingError('%s: a %s TFRecord, the NMD needs one from generate_TrainNMD.py' % (path, meta['kind']))
     side = meta['label_shape'][0]
-    if patch_size and side != patch_size:
-        raise loop.TrainingError('%s: holds %d-pixel patches, --patch_size is %d' % (path, side, patch_size))
     if side % 16:
         raise loop.TrainingError('%s: patch side %d is not a multiple of 16 (8x8 DCT blocks, 4 poolings)' % (path, side))
     return meta
@@ -127,7 +123,10 @@ def train(args):
     tf.reset_default_graph()
     tf.set_random_seed(args.seed)
     meta = load_records(args.tfrecord_path, args.patch_size)
-    val_meta = load_records(args.val_tfrecord_path, meta['label_shape'][0])
+    val_meta = load_records(args.val_tfrecord_path, None)
+    if val_meta['label_shape'][0] != meta['label_shape'][0]:
+        raise loop.TrainingError('%s: holds %d-pixel patches, the training TFRecord %d-pixel ones'
+                                 % (args.val_tfrecord_path, val_meta['label_shape'][0], meta['label_shape'][0]))
     for m, path in ((meta, args.tfrecord_path), (val_meta, args.val_tfrecord_path)):
         if m['scale'] != args.scale:
             raise loop.TrainingError('%s: made for x%d, --scale is %d' % (path, m['scale'], args.scale))

@@ -29,8 +29,8 @@ def data(tmp_path_factory):
     }
 
 
-def sr_args(data, ckpt, *extra):
-    return ['--tfrecord_path', data['sr'], '--patch_size', str(PATCH), '--batch_size', '2',
+def sr_args(data, ckpt, *extra):   # no --patch_size: the TFRecord's sidecar gives it
+    return ['--tfrecord_path', data['sr'], '--batch_size', '2',
             '--checkpoint_dir', str(ckpt), '--summary_interval', '2', '--checkpoint_interval', '100'] + list(extra)
 
 
@@ -208,13 +208,29 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, capsys):
 
 @pytest.mark.parametrize('extra, message', [
     (['--tfrecord_path', '/nonexistent.tfrecord'], 'TFRecord not found'),
-    (['--patch_size', '32'], 'pass --patch_size 16'),
+    (['--patch_size', '32'], 'holds 16-pixel HR patches, --patch_size is 32 (leave --patch_size out'),
     (['--scale', '2'], 'made for x4'),
 ])
 def test_bad_training_inputs(data, tmp_path, capsys, extra, message):
     assert sr_main.main(sr_args(data, tmp_path, '--model', 'FRSR', '--max_steps', '1', *extra)) == 2
     err = capsys.readouterr().err
     assert message in err and 'Traceback' not in err
+
+
+def test_patch_size_flag_defaults_to_the_sidecar(data, tmp_path, capsys):
+    """config.PATCH_SIZE is the paper's 192; the flag's default is the TFRecord's side (every FRSR
+    test here trains 16-pixel patches without --patch_size); a matching value is accepted."""
+    for config in (sr_main.config, nmd_main.config):
+        parser = loop.config_parser(config, '')
+        assert parser.parse_args([]).patch_size is None
+        assert parser.parse_args(['--patch_size', '96']).patch_size == 96
+    assert "default: the TFRecord's" in ' '.join(loop.config_parser(sr_main.config, '').format_help().split())
+    assert sr_main.config.PATCH_SIZE == 192
+    assert sr_main.main(sr_args(data, tmp_path, '--model', 'FRSR', '--max_steps', '1',
+                                '--patch_size', str(PATCH))) == 0
+    assert tf.train.latest_checkpoint(str(tmp_path / 'FRSR_x4_trial0')).endswith('model-1')
+    assert nmd_main.main(nmd_args(data, tmp_path, '--max_steps', '0', '--patch_size', '32')) == 2
+    assert 'nmd.tfrecord: holds 16-pixel HR patches, --patch_size is 32' in capsys.readouterr().err
 
 
 def test_missing_sidecar_and_wrong_kind(data, tmp_path, capsys):
