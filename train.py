@@ -131,10 +131,12 @@ def train(args):
     tf.set_random_seed(args.seed)
     cluster = distribute.cluster(args)
     ds, meta = load_data(args, cluster.replicas)
+    if cluster.is_chief:
+        loop.trial_folder(trial_dir)
     with cluster.scope():
         lr, hr, data_init = cluster.batches(ds)
         trainer = Trainer(args, lr, hr, cluster.strategy)
-        saver = tf.train.Saver(max_to_keep=5)
+        saver = tf.train.Saver(max_to_keep=None)  # loop.save_checkpoint prunes (--keep_checkpoints)
         same_step = cluster.same_step_everywhere(trainer.step)
     print('device: %s; %s x%d on %s (%d patches, HR %dx%d, batch %d); checkpoints %sin %s'
           % (cluster.description, args.model, args.scale, args.tfrecord_path, meta['count'],
@@ -144,7 +146,7 @@ def train(args):
     try:
         with cluster.session() as sess:
             sess.run([tf.global_variables_initializer(), data_init])
-            prefix = loop.resume(sess, saver, trial_dir, args.step)
+            prefix = loop.resume(sess, saver, trial_dir, args.step, write=cluster.is_chief)
             if prefix:
                 print('resumed from %s' % prefix)
             elif args.model == 'NatSR':
@@ -162,7 +164,8 @@ def train(args):
             # every worker runs the same steps (the summaries' cross-worker means included)
             writer = tf.summary.FileWriter(out_dir, sess.graph if not prefix and cluster.is_chief else None)
             return loop.train_loop(sess, trainer.fetches, trainer.step, saver, out_dir, args.max_steps,
-                                   args.checkpoint_interval, trainer.summary, writer, args.summary_interval)
+                                   args.checkpoint_interval, trainer.summary, writer, args.summary_interval,
+                                   keep=args.keep_checkpoints, data=args.tfrecord_path)
     finally:
         if out_dir != trial_dir:  # a non-chief worker's checkpoints and summaries: thrown away (TF's advice)
             shutil.rmtree(out_dir, ignore_errors=True)

@@ -25,14 +25,15 @@ def load_records(path, patch_size):
 
 def read_validation(path, limit):
     """Up to `limit` (HR, ILR) validation patches as float32 arrays in [0, 1]."""
-    meta = records.load_sidecar(path)
     hr, ilr = [], []
-    for rec in tf.io.tf_record_iterator(path):
-        label, image = records.parse_numpy(rec, meta)
-        hr.append(label)
-        ilr.append(image)
-        if len(hr) >= limit:
-            break
+    try:
+        for label, image in records.read_numpy(path):
+            hr.append(label)
+            ilr.append(image)
+            if len(hr) >= limit:
+                break
+    except tf.errors.DataLossError as e:
+        raise loop.TrainingError('%s: damaged TFRecord (%s): repair or regenerate it' % (path, loop.error_line(e)))
     return np.stack(hr).astype(np.float32) / 255, np.stack(ilr).astype(np.float32) / 255
 
 
@@ -130,11 +131,12 @@ def train(args):
     for m, path in ((meta, args.tfrecord_path), (val_meta, args.val_tfrecord_path)):
         if m['scale'] != args.scale:
             raise loop.TrainingError('%s: made for x%d, --scale is %d' % (path, m['scale'], args.scale))
+    loop.trial_folder(trial_dir)
     ds, _ = records.dataset(args.tfrecord_path, args.batch_size, seed=args.seed)
     ilr, hr = tf.data.make_one_shot_iterator(ds).get_next()
     trainer = NMDTrainer(args, ilr, hr)
     val_hr, val_ilr = read_validation(args.val_tfrecord_path, args.val_patches)
-    saver = tf.train.Saver(max_to_keep=5)
+    saver = tf.train.Saver(max_to_keep=None)  # loop.save_checkpoint prunes (--keep_checkpoints)
     print('device: %s; NMD x%d on %s (%d patches of %d px, batch %d), validation %s (%d patches); checkpoints in %s'
           % (loop.device_name(), args.scale, args.tfrecord_path, meta['count'], meta['label_shape'][0],
              args.batch_size, args.val_tfrecord_path, len(val_hr), trial_dir))
@@ -160,7 +162,7 @@ def train(args):
 
         return loop.train_loop(sess, trainer.fetches, trainer.step, saver, trial_dir, args.max_steps,
                                args.checkpoint_interval, trainer.summary, writer, args.summary_interval,
-                               after_step=after_step)
+                               after_step=after_step, keep=args.keep_checkpoints, data=args.tfrecord_path)
 
 
 def export(args, out_prefix):
