@@ -1,10 +1,11 @@
 """Training constants of FRSR and NatSR (the paper's values). Every constant can be
 overridden on the command line of main.py by a flag of the same name in lower case,
-e.g. --batch_size 16 --patch_size 96."""
+e.g. --batch_size 16 --learning_rate 1e-4. PATCH_SIZE is the exception: the patch size is
+the TFRecord's (its sidecar), and --patch_size, when given, only checks it."""
 
 MODEL = 'NatSR'              # 'NatSR' (fine-tuning with NMD + RaGAN) or 'FRSR' (L1 only)
 SCALE = 4
-PATCH_SIZE = 48 * SCALE      # HR patch side; the LR patch is PATCH_SIZE // SCALE
+PATCH_SIZE = 48 * SCALE      # the paper's HR patch side (LR: PATCH_SIZE // SCALE); training uses the TFRecord's
 BATCH_SIZE = 32
 LEARNING_RATE = 2e-4
 BETA1 = 0.9

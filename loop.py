@@ -1,9 +1,13 @@
 """What the three training stages (NMD, FRSR, NatSR) share: flags from a config module,
-the session, resume from the latest checkpoint of a trial, and the step loop with its
-progress bar, summaries, interval checkpoints, Ctrl-C / SIGTERM checkpoint and NaN guard."""
+the session, the checkpoints of a trial (resume, all-or-nothing saves, pruning), and the step
+loop with its progress bar, summaries, interval checkpoints, Ctrl-C / SIGTERM checkpoint and
+NaN and damaged-data guards."""
 import argparse
+import glob
+import json
 import math
 import os
+import re
 import signal
 import sys
 
@@ -11,6 +15,8 @@ import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
 import sr
+import utils
+from generate_Dataset import records
 from sr import device_name  # noqa: F401  (the trainers print it)
 
 
@@ -28,19 +34,44 @@ def str2bool(s):
 
 def config_parser(config, description):
     """An ArgumentParser with one flag per upper-case constant of `config` (`--batch_size` for
-    BATCH_SIZE), defaulting to the constant, plus the original's --gpu --trial --step."""
+    BATCH_SIZE), defaulting to the constant, plus the original's --gpu --trial --step, and
+    --keep_checkpoints. PATCH_SIZE is the one exception: the patch side is the TFRecord's (its
+    sidecar says it), so --patch_size defaults to None and, when given, only checks the data;
+    the constant (the paper's value, 0 where there is none) shows in the help."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument('--gpu', default=None, help='GPU index to use (sets CUDA_VISIBLE_DEVICES); CPU when none is visible')
     p.add_argument('--trial', type=int, default=0, help='trial number: checkpoints and logs go to <checkpoint_dir>/<run>_trial<N>')
     p.add_argument('--step', type=int, default=None, help='resume from the checkpoint of this step (default: the latest of the trial)')
+    p.add_argument('--keep_checkpoints', type=int, default=5, metavar='K',
+                   help='keep the newest K checkpoints of the trial, and every one exported with --export '
+                        '(0: keep all); default: %(default)s')
     p.add_argument('--precision', default='fp32', choices=sr.TRAIN_PRECISIONS,
                    help='bf16: mixed precision (bf16 compute, fp32 weights and loss) on CPUs with AVX512_BF16 / '
                         'AMX-BF16; default: %(default)s')
     for name in sorted(n for n in dir(config) if n.isupper()):
         value = getattr(config, name)
+        if name == 'PATCH_SIZE':
+            p.add_argument('--patch_size', type=int, default=None,
+                           help="HR patch side; default: the TFRecord's, from its sidecar; a different value "
+                                'is an error%s' % (' (the paper: %d)' % value if value else ''))
+            continue
         kind = str2bool if isinstance(value, bool) else (type(value) if value is not None else str)
         p.add_argument('--' + name.lower(), type=kind, default=value, help='default: %(default)s')
     return p
+
+
+def load_sidecar(tfrecord, patch_size=None):
+    """The sidecar of the TFRecord `tfrecord` (one-line errors), checked against --patch_size
+    `patch_size` (None or 0: not given; the patch size is the TFRecord's)."""
+    try:
+        meta = records.load_sidecar(tfrecord)
+    except ValueError as e:
+        raise TrainingError(str(e))
+    side = meta['label_shape'][0]
+    if patch_size and side != patch_size:
+        raise TrainingError("%s: holds %d-pixel HR patches, --patch_size is %d (leave --patch_size out: the "
+                            "TFRecord's sidecar sets it)" % (tfrecord, side, patch_size))
+    return meta
 
 
 def select_gpu(argv):
@@ -117,18 +148,216 @@ def assign_values(sess, variables, values):
         var.load(value, sess)
 
 
-def resume(sess, saver, trial_dir, step=None):
-    """Restore the trial's checkpoint of `step` (default: the latest). Returns its prefix or None."""
+# ---------------------------------------------------------------- the checkpoints of a trial
+# <trial_dir>/model-<step>.index + .data-*, the `checkpoint` index that tf.train.latest_checkpoint
+# reads, and exported.json: the checkpoints written out with --export (never pruned).
+
+def trial_folder(trial_dir):
+    """Create the trial's folder, or fail with one line before any work if it cannot be written."""
+    try:
+        os.makedirs(trial_dir, exist_ok=True)
+    except OSError as e:
+        raise TrainingError('%s: cannot create the checkpoint folder (%s)' % (trial_dir, e.strerror))
+    if not os.access(trial_dir, os.W_OK | os.X_OK):
+        raise TrainingError('%s: the checkpoint folder is not writable' % trial_dir)
+    return trial_dir
+
+
+def checkpoint_prefix(trial_dir, step):
+    return os.path.join(trial_dir, 'model-%d' % step)
+
+
+def checkpoint_steps(trial_dir):
+    """The steps of the checkpoints in `trial_dir` (its model-<step>.index files), ascending."""
+    names = os.listdir(trial_dir) if os.path.isdir(trial_dir) else []
+    return sorted(int(m.group(1)) for m in (re.fullmatch(r'model-(\d+)\.index', n) for n in names) if m)
+
+
+def checkpoint_damage(prefix):
+    """None when every tensor of the checkpoint `prefix` reads back (TensorFlow checks each one's
+    checksum), else what is wrong, in a few words."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as e:  # OpError (checksum, bad magic, missing .data), IndexError (truncated .data)
+        return error_line(e)
+    return None
+
+
+def error_line(e):
+    """The line of an exception's message that says what went wrong (TensorFlow's OpErrors wrap
+    it in 'Graph execution error', the node's traceback and hints), without the file name TF
+    prefixes to it ('<path>; No space left on device')."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = getattr(e, 'message', None) or str(e) or type(e).__name__
+    skip = ('Graph execution error', 'Detected at node', 'Node:', '[[', 'Hint:', 'File "')
+    lines = [l.strip() for l in text.splitlines() if l.strip()]
+    return ([l for l in lines if not l.startswith(skip)] or lines)[0].rsplit('; ', 1)[-1]
+
+
+def indexed_step(trial_dir):
+    """The step of the checkpoint that the `checkpoint` index names, when it names one of the
+    folder (paths written elsewhere, e.g. before the folder was moved, count by their name);
+    None if the index is missing, garbled or names no checkpoint of the folder."""
+    try:
+        named = sr._checkpoint_file_prefix(trial_dir)
+    except (ValueError, OSError):  # not text (UnicodeDecodeError), unreadable
+        return None
+    m = re.fullmatch(r'model-(\d+)', os.path.basename(named or ''))
+    step = int(m.group(1)) if m else None
+    return step if step in checkpoint_steps(trial_dir) else None
+
+
+def write_index(trial_dir, steps):
+    """Write the `checkpoint` index atomically (what tf.train.Saver writes, with paths relative
+    to the folder): model-<steps[-1]> is the latest, `steps` all the checkpoints kept."""
+    names = ['model-%d' % s for s in steps]
+    text = 'model_checkpoint_path: "%s"\n' % names[-1]
+    text += ''.join('all_model_checkpoint_paths: "%s"\n' % n for n in names)
+    with utils.atomic_path(os.path.join(trial_dir, 'checkpoint')) as tmp:
+        with open(tmp, 'w') as f:
+            f.write(text)
+
+
+def checkpoint_candidates(trial_dir, step=None):
+    """The steps of the checkpoints to try, in order, and notes on what was found.
+
+    `step` given: that one alone. Otherwise the one the `checkpoint` index names and those before
+    it or, when the index is missing or garbled, every checkpoint of the folder, newest first.
+    No checkpoint and no index: a new trial ([]); an index without checkpoints is an error.
+    """
+    steps = checkpoint_steps(trial_dir)
     if step is not None:
-        prefix = os.path.join(trial_dir, 'model-%d' % step)
-        if not tf.train.checkpoint_exists(prefix):
-            raise TrainingError('%s: no checkpoint of step %d (looked for %s.index)' % (trial_dir, step, prefix))
-    else:
-        prefix = tf.train.latest_checkpoint(trial_dir)
-        if prefix is None:
-            return None
-    saver.restore(sess, prefix)
-    return prefix
+        if step not in steps:
+            raise TrainingError('%s: no checkpoint of step %d (looked for %s.index)'
+                                % (trial_dir, step, checkpoint_prefix(trial_dir, step)))
+        return [step], []
+    index = os.path.join(trial_dir, 'checkpoint')
+    if not steps:
+        if os.path.isfile(index):
+            raise TrainingError('%s names a checkpoint, but the folder holds none: start afresh with a new '
+                                '--trial (or empty the folder)' % index)
+        return [], []
+    named = indexed_step(trial_dir)
+    if named is not None:
+        return [s for s in reversed(steps) if s <= named], []
+    return list(reversed(steps)), ['%s is %s: resuming from the newest intact checkpoint in the folder' % (
+        index, 'garbled or names no checkpoint here' if os.path.isfile(index) else 'missing')]
+
+
+def restore_checkpoint(trial_dir, step, restore):
+    """Restore the trial's checkpoint of `step` (None: the latest, see checkpoint_candidates) by
+    `restore(prefix)`, printing a note for each problem met; returns its step (None: no checkpoint).
+    When a restore fails and TensorFlow cannot read that checkpoint back whole (checkpoint_damage),
+    the one before it is tried, or with `step` given, a one-line TrainingError names it; any other
+    failure (a checkpoint of another model) is raised as it is."""
+    steps, notes = checkpoint_candidates(trial_dir, step)
+    for note in notes:
+        print('note: %s' % note, file=sys.stderr)
+    for s in steps:
+        prefix = checkpoint_prefix(trial_dir, s)
+        try:
+            restore(prefix)
+            return s
+        except Exception:
+            problem = checkpoint_damage(prefix)
+            if problem is None:
+                raise
+        if step is not None:
+            others = ', '.join(str(t) for t in checkpoint_steps(trial_dir) if t != step) or 'none'
+            raise TrainingError('%s: damaged checkpoint (%s); resume from another --step (steps here: %s) '
+                                'or start afresh with a new --trial' % (prefix, problem, others))
+        print('note: %s is damaged (%s): skipped' % (prefix, problem), file=sys.stderr)
+    if steps:
+        raise TrainingError('%s: no intact checkpoint (the newest, %s, is damaged); start afresh with a new '
+                            '--trial' % (trial_dir, checkpoint_prefix(trial_dir, steps[0])))
+    return None
+
+
+def resume(sess, saver, trial_dir, step=None, write=True):
+    """Restore the trial's checkpoint of `step` (default: the latest intact one, see
+    restore_checkpoint) and (`write`: the process that writes the checkpoints) make the index
+    name it. Returns its prefix, or None for a new trial."""
+    step = restore_checkpoint(trial_dir, step, lambda prefix: saver.restore(sess, prefix))
+    if step is None:
+        return None
+    exported_steps(trial_dir)  # a garbled record of exports: one line now, not at the first save
+    if write and indexed_step(trial_dir) != step:
+        try:
+            write_index(trial_dir, [s for s in checkpoint_steps(trial_dir) if s <= step])
+        except OSError as e:
+            raise TrainingError('%s: cannot rewrite the checkpoint index (%s)' % (trial_dir, e.strerror))
+    return checkpoint_prefix(trial_dir, step)
+
+
+def exported_steps(trial_dir):
+    """The steps of the trial's checkpoints that were exported (exported.json), never pruned."""
+    path = os.path.join(trial_dir, 'exported.json')
+    if not os.path.isfile(path):
+        return set()
+    try:
+        with open(path) as f:
+            return {int(re.fullmatch(r'model-(\d+)', name).group(1)) for name in json.load(f)}
+    except (ValueError, TypeError, AttributeError) as e:
+        raise TrainingError('%s: not a record of exported checkpoints ({"model-<step>": [prefix, ...]}): %s; '
+                            'repair or delete it' % (path, e))
+
+
+def record_export(trial_dir, step, out_prefix):
+    """Add `out_prefix` to the exports of the trial's checkpoint of `step` (exported.json)."""
+    path = os.path.join(trial_dir, 'exported.json')
+    exported_steps(trial_dir)
+    record = {}
+    if os.path.isfile(path):
+        with open(path) as f:
+            record = json.load(f)
+    targets = record.setdefault('model-%d' % step, [])
+    if os.path.abspath(out_prefix) not in targets:
+        targets.append(os.path.abspath(out_prefix))
+    with utils.atomic_path(path) as tmp:
+        with open(tmp, 'w') as f:
+            json.dump(record, f, indent=1, sort_keys=True)
+            f.write('\n')
+
+
+def kept_steps(trial_dir, step, keep):
+    """The checkpoints up to `step` to keep once model-<step> is written: the newest `keep` (0:
+    all) counting model-<step>, and every exported one. Later ones (a run resumed with an older
+    --step) are left to be overwritten."""
+    older = [s for s in checkpoint_steps(trial_dir) if s < step]
+    newest = older if not keep else older[max(0, len(older) - keep + 1):]
+    return sorted(set(newest) | (exported_steps(trial_dir) & set(older))) + [step]
+
+
+def remove_checkpoint(trial_dir, step):
+    """Delete model-<step>: the .index first (no half checkpoint is ever seen), then the rest
+    (.data-*, and the .tempstate files of an interrupted save)."""
+    prefix = checkpoint_prefix(trial_dir, step)
+    for path in [prefix + '.index'] + sorted(glob.glob(glob.escape(prefix) + '.*')):
+        if os.path.exists(path):
+            os.remove(path)
+
+
+def save_checkpoint(sess, saver, trial_dir, step, keep, previous):
+    """Write model-<step>, name it in the index, then delete what kept_steps leaves out.
+    All or nothing: if a write fails (a full disk), the files of this step are removed, the index
+    still names the checkpoint of step `previous`, and a TrainingError says so in one line."""
+    kept = kept_steps(trial_dir, step, keep)
+    try:
+        saver.save(sess, os.path.join(trial_dir, 'model'), global_step=step, write_meta_graph=False,
+                   write_state=False)
+        write_index(trial_dir, kept)
+    except (tf.errors.OpError, OSError) as e:
+        remove_checkpoint(trial_dir, step)
+        last = ('the last checkpoint, step %d, is as it was' % previous
+                if os.path.isfile(checkpoint_prefix(trial_dir, previous) + '.index') else 'no checkpoint yet')
+        raise TrainingError('%s: cannot write the checkpoint of step %d (%s): nothing of it is left, %s'
+                            % (trial_dir, step, error_line(e), last))
+    for s in checkpoint_steps(trial_dir):
+        if s < step and s not in kept:
+            remove_checkpoint(trial_dir, s)
 
 
 class _Stop(object):
@@ -147,24 +376,31 @@ class _Stop(object):
 
 
 def train_loop(sess, fetches, step, saver, trial_dir, max_steps, checkpoint_interval,
-               summary=None, writer=None, summary_interval=0, after_step=None, feed=None):
+               summary=None, writer=None, summary_interval=0, after_step=None, feed=None, keep=5, data=None):
     """Run `fetches['train']` until the global `step` reaches `max_steps`.
 
     `fetches`: dict with 'train' and scalar losses to show and to check for NaN / Inf.
     `after_step(step)`: called after each step (the NMD's validation and curriculum).
-    Checkpoints every `checkpoint_interval` steps, at the end, and on Ctrl-C / SIGTERM;
-    a non-finite loss stops without saving, so the last checkpoint on disk stays good.
+    Checkpoints (save_checkpoint: all or nothing, the newest `keep` kept) every
+    `checkpoint_interval` steps, at the end, on Ctrl-C / SIGTERM and when the TFRecord `data`
+    turns out damaged (the last completed step, then a one-line TrainingError); a non-finite loss
+    stops without saving, so the last checkpoint on disk stays good.
     Returns the last step and the last losses.
     """
     os.makedirs(trial_dir, exist_ok=True)
-    prefix = os.path.join(trial_dir, 'model')
-    current = sess.run(step)
-    saved_at = current
+    current = saved_at = sess.run(step)   # the checkpoint of the first step is on disk (or step 0)
     losses = {}
     bar = tqdm(total=max_steps, initial=current, dynamic_ncols=True, file=sys.stderr, desc='train')
 
     def save():
-        saver.save(sess, prefix, global_step=current, write_meta_graph=False)
+        nonlocal saved_at
+        if current != saved_at:
+            save_checkpoint(sess, saver, trial_dir, current, keep, saved_at)
+            saved_at = current
+
+    def where():
+        return ('the checkpoint of step %d is in %s' % (current, trial_dir) if current
+                else 'nothing was trained yet')
 
     with tf.control_dependencies([fetches['train']]):
         step_after = tf.identity(step.read_value())  # read once the update is applied
@@ -190,16 +426,20 @@ def train_loop(sess, fetches, step, saver, trial_dir, max_steps, checkpoint_inte
                 bar.set_postfix({k: '%.4g' % v for k, v in losses.items()}, refresh=False)
                 if checkpoint_interval and current % checkpoint_interval == 0:
                     save()
-                    saved_at = current
         except KeyboardInterrupt:
             bar.close()
             save()
-            print('interrupted: checkpoint of step %d saved in %s' % (current, trial_dir), file=sys.stderr)
+            print('interrupted at step %d: %s' % (current, where()), file=sys.stderr)
             raise
+        except tf.errors.DataLossError as e:  # a damaged record: the batch of step current + 1 failed
+            bar.close()
+            save()
+            raise TrainingError('%s: damaged TFRecord (%s) at step %d; %s: repair or regenerate the '
+                                'TFRecord, then run the same command again'
+                                % (data, error_line(e), current + 1, where()))
         finally:
             bar.close()
-    if saved_at != current:
-        save()
+    save()
     if writer is not None:
         writer.flush()
     return current, losses
@@ -207,19 +447,13 @@ def train_loop(sess, fetches, step, saver, trial_dir, max_steps, checkpoint_inte
 
 def export(build, scope, trial_dir, step, out_prefix, values=None):
     """Write the shipping checkpoint `out_prefix` (.index, .data, .meta): the variables of
-    `scope` alone, restored from the trial's checkpoint of `step` (None: the latest), or taken
+    `scope` alone, restored from the trial's checkpoint of `step` (None: the latest, as
+    restore_checkpoint finds it; recorded in the trial's exported.json, so never pruned), or taken
     from `values` (a dict variable name -> array, e.g. weights trained by tools/torch_train.py),
     in a fresh inference graph made by `build(placeholder)` (which fills the InNOut collection).
     Atomic: the files are written in a temporary folder and moved in place."""
     import shutil
     import tempfile
-    if values is not None:
-        source = 'given weights'
-    else:
-        source = (os.path.join(trial_dir, 'model-%d' % step) if step is not None
-                  else tf.train.latest_checkpoint(trial_dir))
-        if source is None:
-            raise TrainingError('%s: no checkpoint to export' % trial_dir)
     with tf.Graph().as_default():
         x = tf.placeholder(tf.float32, [None, None, None, 3])
         build(x)
@@ -231,9 +465,14 @@ def export(build, scope, trial_dir, step, out_prefix, values=None):
         try:
             with tf.Session(config=session_config()) as sess:
                 if values is None:
-                    restore_scope(sess, source, scope, 'training')
+                    step = restore_checkpoint(trial_dir, step, lambda p: restore_scope(sess, p, scope, 'training'))
+                    if step is None:
+                        raise TrainingError('%s: no checkpoint to export' % trial_dir)
+                    exported_steps(trial_dir)  # its record must be readable before anything is written
+                    source = checkpoint_prefix(trial_dir, step)
                 else:
                     assign_values(sess, variables, values)
+                    source = 'given weights'
                 saver.save(sess, os.path.join(tmp, 'm'), write_state=False)
             base = os.path.basename(out_prefix)
             for f in os.listdir(tmp):
@@ -241,6 +480,12 @@ def export(build, scope, trial_dir, step, out_prefix, values=None):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     print('exported %s -> %s (.index, .data-00000-of-00001, .meta)' % (source, out_prefix))
+    if values is None:
+        try:
+            record_export(trial_dir, step, out_prefix)
+        except OSError as e:
+            print('note: %s: cannot record the export (%s): pruning may delete %s'
+                  % (os.path.join(trial_dir, 'exported.json'), e.strerror, source), file=sys.stderr)
     return out_prefix
 
 
@@ -256,12 +501,13 @@ def run_main(parser, stage, argv, example):
 
 
 def main_guard(fn):
-    """Run `fn()` and return exit status 0; a TrainingError or a missing file ends with one
-    line on stderr and status 2, Ctrl-C / SIGTERM (after its checkpoint) with 130."""
+    """Run `fn()` and return exit status 0; a TrainingError or a file system error (a missing
+    file, a full disk) ends with one line on stderr and status 2, Ctrl-C / SIGTERM (after its
+    checkpoint) with 130."""
     try:
         fn()
         return 0
-    except (TrainingError, FileNotFoundError) as e:
+    except (TrainingError, OSError) as e:
         print('error: %s' % e, file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -142,22 +142,16 @@ def run_name(args):
 
 
 def load_data(args, replicas=1):
-    """The dataset of training batches, checked against the model (kind, scale, patch size) and
-    the replicas (the global batch is split evenly among them)."""
-    try:
-        meta = records.load_sidecar(args.tfrecord_path)
-    except ValueError as e:
-        raise loop.TrainingError(str(e))
+    """The dataset of training batches, checked against the model (kind, scale, --patch_size if
+    given: the patch size is the TFRecord's) and the replicas (the global batch is split evenly
+    among them)."""
+    meta = loop.load_sidecar(args.tfrecord_path, args.patch_size)
     if meta['kind'] != 'NatSR':
         raise loop.TrainingError('%s: a %s TFRecord, main.py needs one from generate_NatSR.py'
                                  % (args.tfrecord_path, meta['kind']))
     if meta['scale'] != args.scale:
         raise loop.TrainingError('%s: made for x%d, the model is x%d (--scale)'
                                  % (args.tfrecord_path, meta['scale'], args.scale))
-    if args.patch_size is not None and meta['label_shape'][0] != args.patch_size:
-        raise loop.TrainingError('%s: holds %d-pixel HR patches, --patch_size is %d (pass --patch_size %d)'
-                                 % (args.tfrecord_path, meta['label_shape'][0], args.patch_size,
-                                    meta['label_shape'][0]))
     if args.batch_size % replicas:
         raise loop.TrainingError('--batch_size %d does not split evenly over %d replicas'
                                  % (args.batch_size, replicas))
@@ -177,10 +171,12 @@ def train(args):
     if args.ema_decay and cluster.strategy is not None:
         raise loop.TrainingError('--ema_decay works with --strategy none only')
     ds, meta = load_data(args, cluster.replicas)
+    if cluster.is_chief:
+        loop.trial_folder(trial_dir)
     with cluster.scope():
         lr, hr, data_init = cluster.batches(ds)
         trainer = Trainer(args, lr, hr, cluster.strategy)
-        saver = tf.train.Saver(max_to_keep=5)
+        saver = tf.train.Saver(max_to_keep=None)  # loop.save_checkpoint prunes (--keep_checkpoints)
         same_step = cluster.same_step_everywhere(trainer.step)
     print('device: %s; %s x%d on %s (%d patches, HR %dx%d, batch %d); checkpoints %sin %s'
           % (cluster.description, args.model, args.scale, args.tfrecord_path, meta['count'],
@@ -190,7 +186,7 @@ def train(args):
     try:
         with cluster.session() as sess:
             sess.run([tf.global_variables_initializer(), data_init])
-            prefix = loop.resume(sess, saver, trial_dir, args.step)
+            prefix = loop.resume(sess, saver, trial_dir, args.step, write=cluster.is_chief)
             if prefix:
                 print('resumed from %s' % prefix)
             elif args.model == 'NatSR':
@@ -210,7 +206,8 @@ def train(args):
             # every worker runs the same steps (the summaries' cross-worker means included)
             writer = tf.summary.FileWriter(out_dir, sess.graph if not prefix and cluster.is_chief else None)
             return loop.train_loop(sess, trainer.fetches, trainer.step, saver, out_dir, args.max_steps,
-                                   args.checkpoint_interval, trainer.summary, writer, args.summary_interval)
+                                   args.checkpoint_interval, trainer.summary, writer, args.summary_interval,
+                                   keep=args.keep_checkpoints, data=args.tfrecord_path)
     finally:
         if out_dir != trial_dir:  # a non-chief worker's checkpoints and summaries: thrown away (TF's advice)
             shutil.rmtree(out_dir, ignore_errors=True)

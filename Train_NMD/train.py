@@ -11,17 +11,13 @@ from model import NMD
 from Train_NMD.curriculum import HISTORY, curriculum_update  # noqa: F401 (HISTORY: checkpoint layout)
 from Train_NMD.degrade import blur, inject_dct
 
-def load_records(path, patch_size, limit=None):
-    """Check the NMD TFRecord `path` (kind, patch size) and return its sidecar."""
-    try:
-        meta = records.load_sidecar(path)
-    except ValueError as e:
-        raise loop.TrainingError(str(e))
+def load_records(path, patch_size):
+    """Check the NMD TFRecord `path` (kind, `patch_size` if given: None or 0 takes the TFRecord's)
+    and return its sidecar."""
+    meta = loop.load_sidecar(path, patch_size)
     if meta['kind'] != 'NMD':
         raise loop.TrainingError('%s: a %s TFRecord, the NMD needs one from generate_TrainNMD.py' % (path, meta['kind']))
     side = meta['label_shape'][0]
-    if patch_size and side != patch_size:
-        raise loop.TrainingError('%s: holds %d-pixel patches, --patch_size is %d' % (path, side, patch_size))
     if side % 16:
         raise loop.TrainingError('%s: patch side %d is not a multiple of 16 (8x8 DCT blocks, 4 poolings)' % (path, side))
     return meta
@@ -29,14 +25,15 @@ def load_records(path, patch_size, limit=None):
 
 def read_validation(path, limit):
     """Up to `limit` (HR, ILR) validation patches as float32 arrays in [0, 1]."""
-    meta = records.load_sidecar(path)
     hr, ilr = [], []
-    for rec in tf.io.tf_record_iterator(path):
-        label, image = records.parse_numpy(rec, meta)
-        hr.append(label)
-        ilr.append(image)
-        if len(hr) >= limit:
-            break
+    try:
+        for label, image in records.read_numpy(path):
+            hr.append(label)
+            ilr.append(image)
+            if len(hr) >= limit:
+                break
+    except tf.errors.DataLossError as e:
+        raise loop.TrainingError('%s: damaged TFRecord (%s): repair or regenerate it' % (path, loop.error_line(e)))
     return np.stack(hr).astype(np.float32) / 255, np.stack(ilr).astype(np.float32) / 255
 
 
@@ -127,15 +124,19 @@ def train(args):
     tf.reset_default_graph()
     tf.set_random_seed(args.seed)
     meta = load_records(args.tfrecord_path, args.patch_size)
-    val_meta = load_records(args.val_tfrecord_path, meta['label_shape'][0])
+    val_meta = load_records(args.val_tfrecord_path, None)
+    if val_meta['label_shape'][0] != meta['label_shape'][0]:
+        raise loop.TrainingError('%s: holds %d-pixel patches, the training TFRecord %d-pixel ones'
+                                 % (args.val_tfrecord_path, val_meta['label_shape'][0], meta['label_shape'][0]))
     for m, path in ((meta, args.tfrecord_path), (val_meta, args.val_tfrecord_path)):
         if m['scale'] != args.scale:
             raise loop.TrainingError('%s: made for x%d, --scale is %d' % (path, m['scale'], args.scale))
+    loop.trial_folder(trial_dir)
     ds, _ = records.dataset(args.tfrecord_path, args.batch_size, seed=args.seed)
     ilr, hr = tf.data.make_one_shot_iterator(ds).get_next()
     trainer = NMDTrainer(args, ilr, hr)
     val_hr, val_ilr = read_validation(args.val_tfrecord_path, args.val_patches)
-    saver = tf.train.Saver(max_to_keep=5)
+    saver = tf.train.Saver(max_to_keep=None)  # loop.save_checkpoint prunes (--keep_checkpoints)
     print('device: %s; NMD x%d on %s (%d patches of %d px, batch %d), validation %s (%d patches); checkpoints in %s'
           % (loop.device_name(), args.scale, args.tfrecord_path, meta['count'], meta['label_shape'][0],
              args.batch_size, args.val_tfrecord_path, len(val_hr), trial_dir))
@@ -161,7 +162,7 @@ def train(args):
 
         return loop.train_loop(sess, trainer.fetches, trainer.step, saver, trial_dir, args.max_steps,
                                args.checkpoint_interval, trainer.summary, writer, args.summary_interval,
-                               after_step=after_step)
+                               after_step=after_step, keep=args.keep_checkpoints, data=args.tfrecord_path)
 
 
 def export(args, out_prefix):

@@ -1,6 +1,11 @@
 """The three training stages on tiny TFRecords: losses, frozen parts, checkpoints, resume,
-curriculum, NaN guard, bad inputs, export."""
+curriculum, NaN guard, bad inputs, export; faults: a missing or garbled index, a damaged
+checkpoint, a damaged TFRecord, a full disk; pruning."""
+import errno
+import glob
+import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,8 +34,8 @@ def data(tmp_path_factory):
     }
 
 
-def sr_args(data, ckpt, *extra):
-    return ['--tfrecord_path', data['sr'], '--patch_size', str(PATCH), '--batch_size', '2',
+def sr_args(data, ckpt, *extra):   # no --patch_size: the TFRecord's sidecar gives it
+    return ['--tfrecord_path', data['sr'], '--batch_size', '2',
             '--checkpoint_dir', str(ckpt), '--summary_interval', '2', '--checkpoint_interval', '100'] + list(extra)
 
 
@@ -208,13 +213,29 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, tmp_path, capsys):
 
 @pytest.mark.parametrize('extra, message', [
     (['--tfrecord_path', '/nonexistent.tfrecord'], 'TFRecord not found'),
-    (['--patch_size', '32'], 'pass --patch_size 16'),
+    (['--patch_size', '32'], 'holds 16-pixel HR patches, --patch_size is 32 (leave --patch_size out'),
     (['--scale', '2'], 'made for x4'),
 ])
 def test_bad_training_inputs(data, tmp_path, capsys, extra, message):
     assert sr_main.main(sr_args(data, tmp_path, '--model', 'FRSR', '--max_steps', '1', *extra)) == 2
     err = capsys.readouterr().err
     assert message in err and 'Traceback' not in err
+
+
+def test_patch_size_flag_defaults_to_the_sidecar(data, tmp_path, capsys):
+    """config.PATCH_SIZE is the paper's 192; the flag's default is the TFRecord's side (every FRSR
+    test here trains 16-pixel patches without --patch_size); a matching value is accepted."""
+    for config in (sr_main.config, nmd_main.config):
+        parser = loop.config_parser(config, '')
+        assert parser.parse_args([]).patch_size is None
+        assert parser.parse_args(['--patch_size', '96']).patch_size == 96
+    assert "default: the TFRecord's" in ' '.join(loop.config_parser(sr_main.config, '').format_help().split())
+    assert sr_main.config.PATCH_SIZE == 192
+    assert sr_main.main(sr_args(data, tmp_path, '--model', 'FRSR', '--max_steps', '1',
+                                '--patch_size', str(PATCH))) == 0
+    assert tf.train.latest_checkpoint(str(tmp_path / 'FRSR_x4_trial0')).endswith('model-1')
+    assert nmd_main.main(nmd_args(data, tmp_path, '--max_steps', '0', '--patch_size', '32')) == 2
+    assert 'nmd.tfrecord: holds 16-pixel HR patches, --patch_size is 32' in capsys.readouterr().err
 
 
 def test_missing_sidecar_and_wrong_kind(data, tmp_path, capsys):
@@ -380,3 +401,214 @@ def test_nmd_evaluation_counts(data, tmp_path, capsys):
 def test_nmd_rejects_a_natsr_record(data, tmp_path, capsys):
     assert nmd_main.main(nmd_args(data, tmp_path, '--tfrecord_path', data['sr'])) == 2
     assert 'generate_TrainNMD.py' in capsys.readouterr().err
+
+
+# --- faults: the checkpoint index, damaged checkpoints, damaged TFRecords, a full disk; pruning
+
+def frsr(data, ck, *extra):
+    """main.py --model FRSR on the tiny data set, a checkpoint every step; the exit status."""
+    return sr_main.main(sr_args(data, ck, '--model', 'FRSR', '--checkpoint_interval', '1', *extra))
+
+
+@pytest.fixture(scope='module')
+def three_steps(data, tmp_path_factory):
+    """A trial trained 3 steps by main.py: model-1, model-2, model-3 and the index."""
+    ck = tmp_path_factory.mktemp('three')
+    assert frsr(data, ck, '--max_steps', '3') == 0
+    return ck / 'FRSR_x4_trial0'
+
+
+@pytest.fixture
+def trial(three_steps, tmp_path):
+    """A copy of the three-step trial in this test's --checkpoint_dir (tmp_path)."""
+    import shutil
+    return Path(shutil.copytree(three_steps, tmp_path / 'FRSR_x4_trial0'))
+
+
+def contents(trial, step):
+    return {f: open(f, 'rb').read() for f in glob.glob(str(trial / ('model-%d.*' % step)))}
+
+
+def one_error_line(err):
+    lines = [l for l in err.splitlines() if l.startswith('error:')]
+    assert len(lines) == 1 and 'Traceback' not in err, err
+    return lines[0]
+
+
+def test_missing_or_garbled_index_resumes_from_the_newest_checkpoint(data, trial, tmp_path, capsys):
+    before = {s: contents(trial, s) for s in (1, 2, 3)}
+    os.remove(trial / 'checkpoint')
+    assert frsr(data, tmp_path, '--max_steps', '4') == 0
+    out, err = capsys.readouterr()
+    assert 'checkpoint is missing' in err and 'resumed from %s' % (trial / 'model-3') in out
+    assert {s: contents(trial, s) for s in (1, 2, 3)} == before        # nothing overwritten
+    r = tf.train.load_checkpoint(str(trial / 'model-4'))
+    assert r.get_tensor('global_step') == 4
+    assert r.get_tensor('beta1_power') == pytest.approx(0.9 ** 5, rel=1e-5)   # 4 updates: no restart
+    state = tf.train.get_checkpoint_state(str(trial))                    # rewritten, TensorFlow reads it
+    assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == ['model-%d' % s for s in (1, 2, 3, 4)]
+    # an index written before the folder was moved (absolute paths): its checkpoint, found by name
+    (trial / 'checkpoint').write_text('model_checkpoint_path: "/moved/away/model-3"\n')
+    assert loop.checkpoint_candidates(str(trial)) == ([3, 2, 1], [])
+    (trial / 'checkpoint').write_text('model_checkpoint_path: "model-4\n}{ garbage')
+    steps, notes = loop.checkpoint_candidates(str(trial))
+    assert steps == [4, 3, 2, 1] and len(notes) == 1 and 'checkpoint is garbled' in notes[0]
+    (trial / 'checkpoint').write_bytes(b'\xff\xfe\x00model-3')                # not even text
+    assert loop.checkpoint_candidates(str(trial))[0] == [4, 3, 2, 1]
+    # an index whose checkpoints are all gone: no silent new start
+    for s in (1, 2, 3, 4):
+        loop.remove_checkpoint(str(trial), s)
+    with pytest.raises(loop.TrainingError, match='names a checkpoint, but the folder holds none: .* new --trial'):
+        loop.checkpoint_candidates(str(trial))
+
+
+def read_whole(prefix):
+    """Every tensor of the checkpoint `prefix` (a restore without a graph)."""
+    r = tf.train.load_checkpoint(prefix)
+    return [r.get_tensor(k) for k in r.get_variable_to_shape_map()]
+
+
+def test_damaged_newest_checkpoint_gives_way_to_the_one_before(data, trial, tmp_path, capsys):
+    data3 = glob.glob(str(trial / 'model-3.data-*'))[0]
+    with open(data3, 'r+b') as f:
+        f.truncate(os.path.getsize(data3) // 2)                          # a truncated copy
+    assert frsr(data, tmp_path, '--max_steps', '4') == 0
+    out, err = capsys.readouterr()
+    assert 'model-3 is damaged (' in err and 'resumed from %s' % (trial / 'model-2') in out
+    assert loop.checkpoint_damage(str(trial / 'model-3')) is None          # written again, whole
+    assert tf.train.load_checkpoint(str(trial / 'model-4')).get_tensor('global_step') == 4
+    # a flipped byte (TensorFlow's checksum), asked for with --step: one line naming it and --step
+    data4 = glob.glob(str(trial / 'model-4.data-*'))[0]
+    raw = bytearray(open(data4, 'rb').read())
+    raw[len(raw) // 2] ^= 0xFF
+    open(data4, 'wb').write(bytes(raw))
+    with pytest.raises(loop.TrainingError) as e:
+        loop.restore_checkpoint(str(trial), 4, read_whole)
+    assert str(e.value).startswith('%s: damaged checkpoint (' % (trial / 'model-4'))
+    assert str(e.value).endswith('resume from another --step (steps here: 1, 2, 3) or start afresh with a new --trial')
+    # every checkpoint damaged: one line, start afresh with a new --trial
+    for index in glob.glob(str(trial / 'model-*.index')):
+        open(index, 'wb').write(b'not an sstable')
+    with pytest.raises(loop.TrainingError, match='no intact checkpoint .*model-4.* new --trial'):
+        loop.restore_checkpoint(str(trial), None, read_whole)
+
+
+def damaged_copy(source, path, record):
+    """A copy of the TFRecord `source` (and its sidecar) with one byte of `record` flipped."""
+    raw = bytearray(open(source, 'rb').read())
+    size = len(raw) // json.load(open(source + '.json'))['count']      # the records are all this long
+    raw[record * size + size // 2] ^= 0xFF
+    open(path, 'wb').write(bytes(raw))
+    open(path + '.json', 'w').write(open(source + '.json').read())
+    return path
+
+
+def test_damaged_tfrecord_saves_the_last_completed_step(tmp_path, capsys, monkeypatch):
+    from generate_Dataset import records
+    good = make_tfrecord(str(tmp_path / 'good.tfrecord'), 'NatSR', 16, PATCH)
+    bad = damaged_copy(good, str(tmp_path / 'bad.tfrecord'), 12)
+    # read in file order (no shuffle buffer to fill first), so that the damage shows mid-run
+    original = records.dataset
+    monkeypatch.setattr(records, 'dataset', lambda *a, **k: original(*a, **dict(k, shuffle_buffer=0)))
+    args = lambda record, ck: ['--model', 'FRSR', '--tfrecord_path', record, '--batch_size', '2',
+                               '--checkpoint_dir', str(ck), '--max_steps', '100', '--checkpoint_interval', '1000']
+    assert sr_main.main(args(bad, tmp_path / 'ck')) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith('error: %s: damaged TFRecord (corrupted record at ' % bad)
+    step = int(line.split('the checkpoint of step ')[1].split()[0])
+    trial = tmp_path / 'ck' / 'FRSR_x4_trial0'
+    assert 1 <= step <= 6 and tf.train.latest_checkpoint(str(trial)).endswith('model-%d' % step)
+    assert tf.train.load_checkpoint(str(trial / ('model-%d' % step))).get_tensor('global_step') == step
+    # damage in the first batch: nothing to save; the NMD's validation TFRecord: named before training
+    monkeypatch.undo()
+    first = damaged_copy(good, str(tmp_path / 'first.tfrecord'), 0)
+    assert sr_main.main(args(first, tmp_path / 'ck0')) == 2
+    assert 'at step 1; nothing was trained yet' in one_error_line(capsys.readouterr().err)
+    assert not glob.glob(str(tmp_path / 'ck0' / 'FRSR_x4_trial0' / 'model-*'))
+    nmd_val = damaged_copy(make_tfrecord(str(tmp_path / 'val.tfrecord'), 'NMD', 4, PATCH),
+                           str(tmp_path / 'val_bad.tfrecord'), 1)
+    nmd = make_tfrecord(str(tmp_path / 'nmd.tfrecord'), 'NMD', 8, PATCH)
+    assert nmd_main.main(nmd_args({'nmd': nmd, 'nmd_val': nmd_val}, tmp_path / 'ck', '--max_steps', '1')) == 2
+    assert ('%s: damaged TFRecord (corrupted record at' % nmd_val) in one_error_line(capsys.readouterr().err)
+
+
+def test_full_disk_leaves_the_last_checkpoint_as_it_was(data, trial, tmp_path, capsys, monkeypatch):
+    """A full --checkpoint_dir, simulated: the save of step 4 writes part of its data file (TF's
+    .tempstate name) and fails as TensorFlow does (ResourceExhaustedError, ENOSPC); then the
+    index write fails. One line each; no file of step 4 is left; the index still names step 3."""
+    save = tf.train.Saver.save
+    checkpoint_files = lambda: sorted(f for f in os.listdir(trial) if not f.startswith('events.'))
+    files = checkpoint_files()
+
+    def full_disk(self, sess, prefix, global_step=None, **kw):
+        if global_step != 4:
+            return save(self, sess, prefix, global_step=global_step, **kw)
+        part = '%s-4.data-00000-of-00001.tempstate8417' % prefix
+        open(part, 'wb').write(b'\0' * 4096)
+        raise tf.errors.ResourceExhaustedError(None, None, 'Graph execution error:\n\n%s; %s\n\t [[{{node save/SaveV2}}]]'
+                                               % (part, os.strerror(errno.ENOSPC)))
+
+    monkeypatch.setattr(tf.train.Saver, 'save', full_disk)
+    assert frsr(data, tmp_path, '--max_steps', '5') == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line == ('error: %s: cannot write the checkpoint of step 4 (No space left on device): nothing of it '
+                    'is left, the last checkpoint, step 3, is as it was' % trial)
+    assert checkpoint_files() == files
+    assert tf.train.latest_checkpoint(str(trial)).endswith('model-3')
+    assert loop.checkpoint_damage(str(trial / 'model-3')) is None
+    # the checkpoint files fit, the index does not
+    monkeypatch.undo()
+    replace = os.replace
+
+    def no_room_for_the_index(src, dst):
+        if os.path.basename(dst) == 'checkpoint':
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), dst)
+        return replace(src, dst)
+
+    monkeypatch.setattr(os, 'replace', no_room_for_the_index)
+    assert frsr(data, tmp_path, '--max_steps', '5') == 2
+    assert 'cannot write the checkpoint of step 4 (No space left on device)' in one_error_line(capsys.readouterr().err)
+    assert checkpoint_files() == files
+    assert tf.train.latest_checkpoint(str(trial)).endswith('model-3')
+
+
+def test_pruning_keeps_the_newest_and_the_exported_checkpoints(data, trial, tmp_path):
+    assert frsr(data, tmp_path, '--export', str(tmp_path / 'Model' / 'FRSR')) == 0     # exports model-3
+    assert json.load(open(trial / 'exported.json')) == {'model-3': [str(tmp_path / 'Model' / 'FRSR')]}
+    assert frsr(data, tmp_path, '--max_steps', '6', '--keep_checkpoints', '2') == 0
+    assert loop.checkpoint_steps(str(trial)) == [3, 5, 6]         # model-1, model-2 of the earlier run too
+    state = tf.train.get_checkpoint_state(str(trial))
+    assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == ['model-3', 'model-5', 'model-6']
+
+
+def test_kept_steps(tmp_path):
+    """Which checkpoints survive the save of step 9: the newest K counting step 9, the exported
+    ones, and those after it (left to be overwritten by a run resumed with an older --step)."""
+    for s in (1, 2, 4, 6, 8, 12):
+        (tmp_path / ('model-%d.index' % s)).write_bytes(b'')
+    (tmp_path / 'model-10.data-00000-of-00001').write_bytes(b'')          # no .index: no checkpoint
+    assert loop.kept_steps(str(tmp_path), 9, 3) == [6, 8, 9]
+    assert loop.kept_steps(str(tmp_path), 9, 1) == [9]
+    assert loop.kept_steps(str(tmp_path), 9, 0) == [1, 2, 4, 6, 8, 9]
+    (tmp_path / 'exported.json').write_text(json.dumps({'model-2': ['Model/FRSR'], 'model-12': ['x']}))
+    assert loop.kept_steps(str(tmp_path), 9, 3) == [2, 6, 8, 9]
+    (tmp_path / 'exported.json').write_text('{"model-2": ')
+    with pytest.raises(loop.TrainingError, match='exported.json: not a record of exported checkpoints'):
+        loop.kept_steps(str(tmp_path), 9, 3)
+
+
+def test_sigterm_saves_the_last_completed_step_and_exits_130(data, tmp_path, capsys, monkeypatch):
+    import signal
+
+    class Bar(loop.tqdm):
+        def update(self, n=1):
+            super().update(n)
+            if self.n == 2:
+                os.kill(os.getpid(), signal.SIGTERM)     # as `kill` or a job scheduler sends it
+
+    monkeypatch.setattr(loop, 'tqdm', Bar)
+    assert frsr(data, tmp_path, '--max_steps', '5', '--checkpoint_interval', '100') == 130
+    trial = tmp_path / 'FRSR_x4_trial0'
+    assert 'interrupted at step 2: the checkpoint of step 2 is in %s' % trial in capsys.readouterr().err
+    assert loop.checkpoint_steps(str(trial)) == [2]
+    assert tf.train.load_checkpoint(tf.train.latest_checkpoint(str(trial))).get_tensor('global_step') == 2
