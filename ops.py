@@ -58,16 +58,18 @@ def spectral_norm(kernel):
     """Kernel divided by its largest singular value, estimated by one power iteration.
 
     The estimate `u` [1, out] is a non-trainable variable, updated in place every time
-    the normalised kernel is evaluated (Miyato et al. 2018; u and v are constants for
-    the gradient). Under a tf.distribute strategy every replica computes the same `u_hat`
-    (same `u`, same kernel): the first replica's is kept (ONLY_FIRST_REPLICA, ignored otherwise).
+    the normalised kernel is evaluated (Miyato et al. 2018). As in the original ops.py,
+    `v_hat`, `u_hat` and `sigma` are plain functions of the kernel: the kernel's gradient also
+    flows through the power iteration (only the stored `u` is a constant for it).
+    Under a tf.distribute strategy every replica computes the same `u_hat` (same `u`, same
+    kernel): the first replica's is kept (ONLY_FIRST_REPLICA, ignored otherwise).
     """
     shape = kernel.get_shape().as_list()
     w = tf.reshape(kernel, [-1, shape[-1]])
     u = tf.get_variable('u', [1, shape[-1]], initializer=tf.truncated_normal_initializer(),
                         trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-    v_hat = tf.stop_gradient(l2_normalize(tf.matmul(u, w, transpose_b=True)))
-    u_hat = tf.stop_gradient(l2_normalize(tf.matmul(v_hat, w)))
+    v_hat = l2_normalize(tf.matmul(u, w, transpose_b=True))
+    u_hat = l2_normalize(tf.matmul(v_hat, w))
     sigma = tf.matmul(tf.matmul(v_hat, w), u_hat, transpose_b=True)
     with tf.control_dependencies([u.assign(u_hat)]):
         w_sn = tf.reshape(w / sigma, shape)
