@@ -9,9 +9,16 @@ tf.disable_v2_behavior()  # graph mode: placeholders, sessions, collections
 tf.enable_resource_variables()
 
 
+# TF1's contrib.layers.variance_scaling_initializer() draws from a normal of std sqrt(1.3 * 2 / fan_in)
+# truncated at 2 std (the original graphs hold that constant); TF2's 'truncated_normal' divides
+# sqrt(scale / fan_in) by this factor instead, so scale = 1.3 * 2 * TRUNCATED_STD ** 2 gives the same draw.
+TRUNCATED_STD = 0.87962566103423978  # std of a standard normal truncated to [-2, 2]
+
+
 def he_init():
-    """TF1 contrib.layers.variance_scaling_initializer(): He, fan-in, truncated normal."""
-    return tf.variance_scaling_initializer(2.0, 'fan_in', 'truncated_normal')
+    """TF1 contrib.layers.variance_scaling_initializer(): truncated normal, std sqrt(2.6 / fan_in)
+    before truncation (about 1.003 x He's sqrt(2 / fan_in) after it)."""
+    return tf.variance_scaling_initializer(1.3 * 2.0 * TRUNCATED_STD ** 2, 'fan_in', 'truncated_normal')
 
 
 def glorot_init():

@@ -50,6 +50,31 @@ def test_variables_match_original_checkpoint(name, network):
     assert all(dtype == 'float32' for _, dtype in want.values())
 
 
+def initializer_constants(build=None, meta=None):
+    """{op name: value} of the scalar constants of every kernel initialiser (truncated normal: mean,
+    stddev; uniform: min, max) in a fresh graph made by `build(placeholder)` or in a MetaGraph file."""
+    with tf.Graph().as_default() as g:
+        if meta:
+            tf.train.import_meta_graph(meta, clear_devices=True)
+        else:
+            build(tf.placeholder(tf.float32, [None, None, None, 3]))
+        return {op.name: float(tf.make_ndarray(op.get_attr('value'))) for op in g.get_operations()
+                if op.type == 'Const' and '/kernel/Initializer/' in op.name
+                and op.name.rsplit('/', 1)[-1] in ('mean', 'stddev', 'min', 'max')}
+
+
+@pytest.mark.parametrize('name, network', [('FRSR', 4), ('NMD', 'NMD')])
+def test_initialisers_are_the_originals(name, network):
+    """He (TF1 contrib variance_scaling_initializer: std sqrt(2.6 / fan_in) before truncation) and
+    Glorot uniform, with the constants of the original graphs, for every kernel."""
+    want = initializer_constants(meta=os.path.join(shared_path(*ORIGINAL), name + '.meta'))
+    have = initializer_constants(lambda x: NMD(x) if network == 'NMD' else FRACTAL(x, network))
+    kernels = [n for n in our_variables(network) if n.endswith('/kernel')]
+    assert sorted(want) == sorted(have) and len(want) == 2 * len(kernels)
+    for op_name in want:
+        assert have[op_name] == pytest.approx(want[op_name], rel=1e-6, abs=1e-12), op_name
+
+
 def save_from_original_graph(name, prefix, inputs, seed=0):
     """Import the original MetaGraph, give it random weights (non-zero biases too), save them with
     its own Saver to `prefix`; returns the original graph's outputs on `inputs` ([1, h, w, 3] each)."""

@@ -45,9 +45,10 @@ from Train_NMD.curriculum import curriculum_update  # noqa: E402
 # ----------------------------------------------------------------------------- TF1 initialisers
 
 def he_(w):
-    """variance_scaling_initializer(2.0, 'fan_in', 'truncated_normal') on an OIHW kernel."""
+    """ops.he_init (TF1 contrib variance_scaling_initializer()) on an OIHW kernel: a normal of
+    std sqrt(1.3 * 2 / fan_in) truncated at 2 std."""
     fan_in = w.shape[1] * w.shape[2] * w.shape[3]
-    std = math.sqrt(2.0 / fan_in) / 0.87962566103423978
+    std = math.sqrt(1.3 * 2.0 / fan_in)
     nn.init.trunc_normal_(w, 0.0, std, -2 * std, 2 * std)
 
 
