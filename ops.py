@@ -9,9 +9,16 @@ tf.disable_v2_behavior()  # graph mode: placeholders, sessions, collections
 tf.enable_resource_variables()
 
 
+# TF1's contrib.layers.variance_scaling_initializer() draws from a normal of std sqrt(1.3 * 2 / fan_in)
+# truncated at 2 std (the original graphs hold that constant); TF2's 'truncated_normal' divides
+# sqrt(scale / fan_in) by this factor instead, so scale = 1.3 * 2 * TRUNCATED_STD ** 2 gives the same draw.
+TRUNCATED_STD = 0.87962566103423978  # std of a standard normal truncated to [-2, 2]
+
+
 def he_init():
-    """TF1 contrib.layers.variance_scaling_initializer(): He, fan-in, truncated normal."""
-    return tf.variance_scaling_initializer(2.0, 'fan_in', 'truncated_normal')
+    """TF1 contrib.layers.variance_scaling_initializer(): truncated normal, std sqrt(2.6 / fan_in)
+    before truncation (about 1.003 x He's sqrt(2 / fan_in) after it)."""
+    return tf.variance_scaling_initializer(1.3 * 2.0 * TRUNCATED_STD ** 2, 'fan_in', 'truncated_normal')
 
 
 def glorot_init():
@@ -58,16 +65,18 @@ def spectral_norm(kernel):
     """Kernel divided by its largest singular value, estimated by one power iteration.
 
     The estimate `u` [1, out] is a non-trainable variable, updated in place every time
-    the normalised kernel is evaluated (Miyato et al. 2018; u and v are constants for
-    the gradient). Under a tf.distribute strategy every replica computes the same `u_hat`
-    (same `u`, same kernel): the first replica's is kept (ONLY_FIRST_REPLICA, ignored otherwise).
+    the normalised kernel is evaluated (Miyato et al. 2018). As in the original ops.py,
+    `v_hat`, `u_hat` and `sigma` are plain functions of the kernel: the kernel's gradient also
+    flows through the power iteration (only the stored `u` is a constant for it).
+    Under a tf.distribute strategy every replica computes the same `u_hat` (same `u`, same
+    kernel): the first replica's is kept (ONLY_FIRST_REPLICA, ignored otherwise).
     """
     shape = kernel.get_shape().as_list()
     w = tf.reshape(kernel, [-1, shape[-1]])
     u = tf.get_variable('u', [1, shape[-1]], initializer=tf.truncated_normal_initializer(),
                         trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-    v_hat = tf.stop_gradient(l2_normalize(tf.matmul(u, w, transpose_b=True)))
-    u_hat = tf.stop_gradient(l2_normalize(tf.matmul(v_hat, w)))
+    v_hat = l2_normalize(tf.matmul(u, w, transpose_b=True))
+    u_hat = l2_normalize(tf.matmul(v_hat, w))
     sigma = tf.matmul(tf.matmul(v_hat, w), u_hat, transpose_b=True)
     with tf.control_dependencies([u.assign(u_hat)]):
         w_sn = tf.reshape(w / sigma, shape)

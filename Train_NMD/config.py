@@ -11,8 +11,9 @@ SIGMA_DECAY = 0.8            # ... times 0.8 whenever the noise accuracy is high
 ALPHA = 0.5                  # curriculum start: blur = alpha * HR + (1 - alpha) * ILR ...
 ALPHA_STEP = 0.1             # ... plus 0.1 (at most ALPHA_MAX) whenever the blur accuracy is
 ALPHA_MAX = 0.9
-ACC_THRESHOLD = 95.0         # percent, compared with >= (the original's == almost never fired)
-ACC_WINDOW = 10              # mean of the last 10 validations at the current difficulty
+ACC_THRESHOLD = 95.0         # percent, compared with >= (the original: >= for sigma, == for alpha)
+ACC_WINDOW = 10              # mean of the last 10 validations at the current difficulty (cleared
+                             # after each change; the original's window slid and was never cleared)
 VAL_INTERVAL = 100           # validate every 100 steps
 VAL_PATCHES = 512            # at most this many validation patches per validation
 MAX_STEPS = 1000000

@@ -12,6 +12,10 @@ def curriculum_update(sigma, alpha, noise_hist, blur_hist, acc_noise, acc_blur, 
     When a window is full and its mean is >= `acc_threshold`, that task is made harder
     (sigma *= sigma_decay; alpha = min(alpha + alpha_step, alpha_max)) and its window starts
     anew. Returns (sigma, alpha, noise_hist, blur_hist).
+
+    The original differs (README, "Deviations from the original"): its windows start as ten
+    zeros and slide without ever being cleared, and it raises alpha only when the blur mean
+    equals 95.0 exactly.
     """
     noise_hist = (list(noise_hist) + [acc_noise])[-args.acc_window:]
     blur_hist = (list(blur_hist) + [acc_blur])[-args.acc_window:]

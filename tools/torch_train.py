@@ -45,9 +45,10 @@ from Train_NMD.curriculum import curriculum_update  # noqa: E402
 # ----------------------------------------------------------------------------- TF1 initialisers
 
 def he_(w):
-    """variance_scaling_initializer(2.0, 'fan_in', 'truncated_normal') on an OIHW kernel."""
+    """ops.he_init (TF1 contrib variance_scaling_initializer()) on an OIHW kernel: a normal of
+    std sqrt(1.3 * 2 / fan_in) truncated at 2 std."""
     fan_in = w.shape[1] * w.shape[2] * w.shape[3]
-    std = math.sqrt(2.0 / fan_in) / 0.87962566103423978
+    std = math.sqrt(1.3 * 2.0 / fan_in)
     nn.init.trunc_normal_(w, 0.0, std, -2 * std, 2 * std)
 
 
@@ -111,9 +112,16 @@ class NMD(nn.Module):
         return self
 
 
+def l2_normalize(v, eps=1e-12):
+    """ops.l2_normalize: v / (||v|| + eps) over the whole tensor."""
+    return v / (v.square().sum().sqrt() + eps)
+
+
 class SNConv(nn.Module):
     """ops.conv2d_sn: kernel / sigma(kernel), sigma by one power iteration per forward pass,
-    `u` [1, out] updated in place (a constant for the gradient)."""
+    `u` [1, out] updated in place. As in ops.spectral_norm (and the original), the gradient
+    flows through the power iteration; the stored `u` alone is a constant. The power iteration
+    runs in fp32 outside autocast, as in the TF graph."""
 
     def __init__(self, cin, cout, stride):
         super().__init__()
@@ -126,13 +134,14 @@ class SNConv(nn.Module):
         self.register_buffer('u', u)
 
     def forward(self, x):
-        w = self.weight.float().reshape(self.weight.shape[0], -1)      # [out, k*k*in]
-        with torch.no_grad():
-            v = F.normalize(self.u @ w, dim=1, eps=1e-12)
-            u = F.normalize(v @ w.t(), dim=1, eps=1e-12)
-            self.u.copy_(u)
-        sigma = (v @ w.t() @ u.t()).squeeze()
-        return F.conv2d(same_pad(x, 3, self.stride), self.weight / sigma, self.bias, self.stride)
+        with torch.autocast(x.device.type, enabled=False):
+            w = self.weight.float().reshape(self.weight.shape[0], -1)  # [out, k*k*in]: TF's [k*k*in, out]^T
+            v = l2_normalize(self.u @ w)                               # TF: v_hat = u W^T (W = w^T)
+            u = l2_normalize(v @ w.t())                                # TF: u_hat = v_hat W
+            sigma = (v @ w.t() @ u.t()).squeeze()
+            self.u = u.detach()                                        # not in place: u @ w saved the old u
+            w_sn = self.weight / sigma
+        return F.conv2d(same_pad(x, 3, self.stride), w_sn, self.bias, self.stride)
 
 
 class Discriminator(nn.Module):
