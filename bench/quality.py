@@ -73,7 +73,9 @@ def upscale(method, lr, scale, generators):
 
 def evaluate(items, set_name, methods, scale, generators, with_niqe, base='FRSR'):
     """Per-image score rows of `methods` on one set, and {name: {method: SR}}. The grid of a method
-    is measured against `base`'s output (the model it was fine-tuned from), when `base` ran first."""
+    is measured against `base`'s output (the model it was fine-tuned from), when `base` ran first, at
+    the lattice of period 2 x scale: it holds the upsampler's period-`scale` lattice and also catches
+    dots whose sign flips from one LR pixel to the next (the first shipped NatSR's)."""
     rows, outputs = [], {}
     for method in methods:
         for name, hr, lr in tqdm(items, desc='x%d %s %s' % (scale, method, set_name), file=sys.stderr, leave=False):
@@ -84,7 +86,7 @@ def evaluate(items, set_name, methods, scale, generators, with_niqe, base='FRSR'
                        ssim=metrics.ssim(out, hr, scale), niqe=metrics.niqe(out, scale) if with_niqe else np.nan,
                        grid=np.nan)
             if base in first and method not in (base, 'bicubic'):
-                row['grid'] = metrics.grid(out, first[base], hr, scale, scale)
+                row['grid'] = metrics.grid(out, first[base], hr, 2 * scale, scale)
             rows.append(row)
     if with_niqe:
         rows += [dict(method='HR', scale=scale, set=set_name, image=name, psnr=np.nan, ssim=np.nan,
