@@ -21,17 +21,47 @@ def _rdb(x, name):
         return x + 0.1 * fusion
 
 
+def in_row_strips(x, fn, scale, rows, halo=2):
+    """fn(x) computed in strips of `rows` rows of `x` [N, H, W, C], one strip at a time.
+
+    `fn` maps [N, h, W, C] to [N, scale*h, scale*W, 3] with a receptive field of at most `halo`
+    rows on either side (the last upsampling stage: two 3x3 convolutions around a depth_to_space;
+    2 rows suffice). Each strip runs with `halo` rows of real context above and below, clamped at
+    the image border (where fn's zero padding then sees the true border), and only its own rows of
+    the output are kept, so every output pixel is the same sum as in fn(x). fn's tensors exist for
+    one strip at a time (parallel_iterations=1): for inference graphs (constant weights), where
+    they would be the largest of the pass.
+    """
+    h = tf.shape(x)[1]
+
+    def strip(i, parts):
+        y0 = i * rows
+        y1 = tf.minimum(h, y0 + rows)
+        c0, c1 = tf.maximum(0, y0 - halo), tf.minimum(h, y1 + halo)
+        out = fn(x[:, c0:c1])[:, (y0 - c0) * scale:(y1 - c0) * scale]
+        return i + 1, parts.write(i, tf.transpose(out, [1, 0, 2, 3]))   # rows first: concat joins them
+
+    parts = tf.TensorArray(x.dtype, size=(h + rows - 1) // rows, infer_shape=False)
+    _, parts = tf.while_loop(lambda i, _: i < parts.size(), strip, (0, parts), parallel_iterations=1)
+    y = tf.transpose(parts.concat(), [1, 0, 2, 3])
+    y.set_shape(x.get_shape()[:1].concatenate([None, None, 3]))
+    return y
+
+
 class FRACTAL(object):
     """Fractal residual generator (FRSR / NatSR) for scale 2, 3 or 4.
 
     `input`: RGB in [0, 1], [N, H, W, 3]; `output`: [N, sH, sW, 3], not clipped.
+    `strip_rows`: run the last upsampling stage in strips of that many rows (in_row_strips; the
+    inference graph of sr.Generator, whose weights are constants); None: in one piece (training).
     """
 
-    def __init__(self, input, scale=4, reuse=False, name='GEN'):
+    def __init__(self, input, scale=4, reuse=False, name='GEN', strip_rows=None):
         if scale not in SCALES:
             raise ValueError('FRACTAL supports scales %s, not %r' % (SCALES, scale))
         self.input = input
         self.scale = scale
+        self.strip_rows = strip_rows
         with tf.variable_scope(name, reuse=reuse):
             self.output = self.build(input)
         tf.add_to_collection('InNOut', self.input)
@@ -45,13 +75,13 @@ class FRACTAL(object):
         c = b[5](b[4](bb)) + bb
         d = b[7](b[6](c)) + c + bb + head
         x = head + conv2d(d, CHANNELS, 3, name='conv2')
+        s, up = (2, 'conv_up2') if self.scale == 4 else (self.scale, 'conv_up1')
         if self.scale == 4:
             x = tf.depth_to_space(conv2d(x, CHANNELS * 4, 3, name='conv_up1'), 2)
-            x = tf.depth_to_space(conv2d(x, CHANNELS * 4, 3, name='conv_up2'), 2)
-        else:
-            s = self.scale
-            x = tf.depth_to_space(conv2d(x, CHANNELS * s * s, 3, name='conv_up1'), s)
-        return conv2d(x, 3, 3, name='conv_out')
+
+        def last(t):   # the last upsampling and conv_out: the largest tensors of the pass
+            return conv2d(tf.depth_to_space(conv2d(t, CHANNELS * s * s, 3, name=up), s), 3, 3, name='conv_out')
+        return in_row_strips(x, last, s, self.strip_rows) if self.strip_rows else last(x)
 
 
 class NMD(object):

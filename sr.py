@@ -30,9 +30,13 @@ TRAIN_PRECISIONS = ('fp32', 'bf16')              # the trainers' --precision (mi
 CPU_BF16_FLAGS = ('avx512_bf16', 'amx_bf16')     # /proc/cpuinfo flags of CPUs with bfloat16 arithmetic
 RECEPTIVE_MARGIN = 46   # LR context a tile needs on every side (>= the 44-pixel receptive field)
 MIN_TILE = 32
+STRIP_ROWS = 64         # rows per strip of the last upsampling stage (model.in_row_strips)
+PROBE_SIDE = 96         # LR side of the pass that measures the memory per pixel (Generator.bytes_per_pixel)
 
-# Peak process memory per LR pixel of one forward pass on CPU, bytes (measured with TF 2.21 on a
-# 192x192 input: about 5.1 KB (x2), 7.6 KB (x3), 11.5 KB (x4)), with about 40 % to spare.
+# Peak memory per LR pixel of one forward pass, bytes, before anything is measured on this machine:
+# an upper bound with the last stage in row strips (x4, fp32, a 500x333 image on an AVX512_BF16 CPU:
+# 7.9 KB over the built graph in a fresh process; 16.4 KB without the strips). An image that this
+# figure does not fit into the budget is decided with the figure measured here instead.
 BYTES_PER_LR_PIXEL = {2: 8 << 10, 3: 12 << 10, 4: 16 << 10}
 
 
@@ -161,10 +165,11 @@ def super_resolve(sess, x_ph, y, lr, scale, tile=None, margin=RECEPTIVE_MARGIN, 
     return tiled(lambda x: sess.run(y, {x_ph: x}), lr, scale, tile, margin, batch)
 
 
-def tile_batch(tile, scale, budget, margin=RECEPTIVE_MARGIN, most=16):
-    """How many tiles of `tile` LR pixels (plus context) one call may run under `budget` bytes."""
+def tile_batch(tile, scale, budget, margin=RECEPTIVE_MARGIN, most=16, per_pixel=None):
+    """How many tiles of `tile` LR pixels (plus context) one call may run under `budget` bytes, at
+    `per_pixel` bytes per LR pixel (default: the prior BYTES_PER_LR_PIXEL)."""
     side = tile + 2 * margin
-    return int(max(1, min(most, budget // (side * side * BYTES_PER_LR_PIXEL[scale]))))
+    return int(max(1, min(most, budget // (side * side * (per_pixel or BYTES_PER_LR_PIXEL[scale])))))
 
 
 def available_memory():
@@ -195,6 +200,51 @@ def available_memory():
     return max(avail, 256 << 20)
 
 
+def reset_peak_rss():
+    """Reset this process's peak resident memory (VmHWM); False where the kernel does not allow it."""
+    try:
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')
+        return True
+    except OSError:
+        return False
+
+
+def rss_bytes(field='VmHWM'):
+    """This process's resident memory, bytes: VmHWM (peak since the last reset) or VmRSS (now)."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(field + ':'):
+                    return int(line.split()[1]) << 10
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
+
+
+def peak_bytes(run, device='CPU:0'):
+    """The peak memory that one call `run()` adds, bytes, and how it was read: TensorFlow's
+    allocator statistics of `device` ('allocator': the tensors; oneDNN's allocator on CPU, BFC on
+    GPU), else the process's peak resident memory ('rss', VmHWM reset first); (None, None) when
+    neither can be read (run() is still called, once)."""
+    import tensorflow as tf
+    try:
+        tf.config.experimental.reset_memory_stats(device)
+        before = tf.config.experimental.get_memory_info(device)['current']
+    except ValueError:   # no statistics: the default CPU allocator (oneDNN off)
+        before = None
+    if before is not None:
+        run()
+        return tf.config.experimental.get_memory_info(device)['peak'] - before, 'allocator'
+    if reset_peak_rss():
+        before = rss_bytes('VmRSS')
+        run()
+        return rss_bytes('VmHWM') - before, 'rss'
+    run()
+    return None, None
+
+
 def gpu_memory():
     """Free memory of the first visible NVIDIA GPU in bytes (nvidia-smi), or None."""
     import subprocess
@@ -208,9 +258,10 @@ def gpu_memory():
         return None
 
 
-def auto_tile(h, w, scale, budget):
-    """Tile size (LR pixels) for an h x w image under a memory `budget` in bytes; None: no tiling."""
-    per_pixel = BYTES_PER_LR_PIXEL[scale]
+def auto_tile(h, w, scale, budget, per_pixel=None):
+    """Tile size (LR pixels) for an h x w image under a memory `budget` in bytes, at `per_pixel`
+    bytes per LR pixel (default: the prior BYTES_PER_LR_PIXEL); None: no tiling."""
+    per_pixel = per_pixel or BYTES_PER_LR_PIXEL[scale]
     if h * w * per_pixel <= budget:
         return None
     side = int(math.sqrt(budget / per_pixel)) - 2 * RECEPTIVE_MARGIN
@@ -443,14 +494,18 @@ class Generator(object):
     oneDNN's direct convolution; with variable weights oneDNN falls back to a much slower GEMM
     convolution, and without oneDNN ops Eigen's convolution runs (both give the same result up to
     float rounding). The input placeholder has free batch, height and width, so any image size
-    (and any batch of tiles) runs without rebuilding.
+    (and any batch of tiles) runs without rebuilding. The last upsampling stage (its convolution
+    at the output's half or full resolution, depth_to_space, conv_out) runs in strips of
+    STRIP_ROWS rows (model.in_row_strips): its two largest tensors then never exist for the whole
+    image, and the output is the same, bit for bit.
 
     `precision`: see PRECISIONS and precision_plan (PrecisionError where it cannot run here).
     `xla`: compile the inference graph with XLA (session-wide JIT; each input shape compiles once).
+    `strip_rows`: rows per strip of the last upsampling stage (None or 0: in one piece, as under XLA).
     """
 
     def __init__(self, scale, prefix=None, precision='fp32', seed=None, xla=False, emulate_bf16=False, plan=None,
-                 weights=None):
+                 weights=None, strip_rows=STRIP_ROWS):
         import tensorflow.compat.v1 as tf
         from loop import session_config
         from model import FRACTAL
@@ -458,6 +513,7 @@ class Generator(object):
         self.precision = self.plan.precision
         self.scale = scale
         self.last_tile = None
+        self.per_pixel = self.per_pixel_source = None   # bytes per LR pixel, once measured (bytes_per_pixel)
         self.var_graph = tf.Graph()
         with self.var_graph.as_default():
             if seed is not None:
@@ -492,7 +548,7 @@ class Generator(object):
             dtype = tf.as_dtype(self.plan.cast) if self.plan.cast else None
             with tf.variable_scope(tf.get_variable_scope(), custom_getter=_constant_getter(self.weights(), dtype)):
                 x = tf.cast(self.input, dtype) if dtype is not None else self.input
-                out = FRACTAL(x, scale).output
+                out = FRACTAL(x, scale, strip_rows=None if xla else strip_rows).output
             self.output = tf.cast(out, tf.float32) if dtype is not None else out
             config = apply_plan(session_config(), self.plan)
             if xla:
@@ -510,6 +566,23 @@ class Generator(object):
         os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
         return self.saver.save(self.var_sess, prefix, write_meta_graph=False)
 
+    def bytes_per_pixel(self):
+        """Peak memory of a forward pass per LR pixel, bytes, measured once on this machine: one pass
+        on a PROBE_SIDE x PROBE_SIDE image after a tiny one (which builds the caches that stay),
+        read from TensorFlow's allocator (see peak_bytes). Where only the resident memory can be
+        read, the larger of it and the prior BYTES_PER_LR_PIXEL; the prior where nothing can be.
+        `per_pixel_source` says which: 'allocator', 'rss' or 'prior'."""
+        if self.per_pixel is None:
+            run = lambda side: self.sess.run(self.output, {self.input: np.full((1, side, side, 3), 0.5, np.float32)})
+            run(8)
+            peak, how = peak_bytes(lambda: run(PROBE_SIDE), 'CPU:0' if self.device == 'CPU' else 'GPU:0')
+            prior = BYTES_PER_LR_PIXEL[self.scale]
+            measured = int(math.ceil(max(peak or 0, 0) / float(PROBE_SIDE ** 2)))
+            # the resident memory reads too low where earlier passes left memory to reuse: it only raises the prior
+            self.per_pixel = measured if how == 'allocator' and measured else max(measured, prior)
+            self.per_pixel_source = how if self.per_pixel == measured else 'prior'
+        return self.per_pixel
+
     def memory_budget(self):
         """Bytes one forward pass may use: half the free GPU memory or of the available host memory."""
         if self.device != 'CPU':
@@ -520,7 +593,8 @@ class Generator(object):
     def __call__(self, lr, tile=None, batch=None):
         """SR of float [H, W, 3] in [0, 1] -> float32 [sH, sW, 3] (unclipped). `tile` None: automatic
         (whole image when it fits the memory budget); `batch` None: as many same-shaped tiles per
-        call as fit the budget.
+        call as fit the budget. The memory per pixel is the prior BYTES_PER_LR_PIXEL where that
+        fits the whole image, else the one measured here (bytes_per_pixel).
 
         On an out-of-memory error, retries with tiles half the size. `last_tile`: the tile
         size the image was processed with (None: whole).
@@ -528,21 +602,27 @@ class Generator(object):
         import tensorflow.compat.v1 as tf
         if self.plan.tf32 is not None:  # a process-wide switch: another Generator may have moved it
             tf.config.experimental.enable_tensor_float_32_execution(self.plan.tf32)
-        budget = None
+        h, w = lr.shape[:2]
+        budget = per_pixel = None
         if tile is None or batch is None:
             budget = self.memory_budget()
+            if tile is None and h * w * BYTES_PER_LR_PIXEL[self.scale] <= budget:
+                tile = 0   # fits even by the prior: nothing to measure
+            elif tile is None or (tile and max(h, w) > tile):
+                per_pixel = self.bytes_per_pixel()
         if tile is None:
-            tile = auto_tile(lr.shape[0], lr.shape[1], self.scale, budget)
+            tile = auto_tile(h, w, self.scale, budget, per_pixel)
         while True:
             try:
-                self.last_tile = tile if tile and max(lr.shape[:2]) > tile else None
-                n = batch if batch is not None else (tile_batch(tile, self.scale, budget) if self.last_tile else 1)
+                self.last_tile = tile if tile and max(h, w) > tile else None
+                n = batch if batch is not None else (tile_batch(tile, self.scale, budget, per_pixel=per_pixel)
+                                                     if self.last_tile else 1)
                 return super_resolve(self.sess, self.input, self.output, lr, self.scale, tile, batch=n)
             except tf.errors.ResourceExhaustedError:
                 if batch is None and self.last_tile and n > 1:
                     batch = max(1, n // 2)
                     continue
-                current = tile or max(lr.shape[:2])
+                current = tile or max(h, w)
                 if current <= MIN_TILE:
                     raise
                 tile = max(MIN_TILE, current // 2)

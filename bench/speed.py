@@ -10,9 +10,10 @@ For every case and engine: one warm-up, then --repeats timed forward passes (Ten
 interleaved, so both see the same machine load); the median (and min) wall time, output megapixels
 per second, achieved GFLOP/s (2 x the counted multiply-adds the engine computed, tile context
 included), and how much CPU other processes used meanwhile (cores, from /proc/stat). Peak
-resident memory: `--memory` (each engine and case in a fresh process, so that neither the other
-engine nor an allocator's retained memory blurs it). Random weights unless
---checkpoint. Both engines get the same input; the outputs' largest difference is printed.
+resident memory: `--memory` (both engines side by side, each engine and case in a fresh process
+that loads only its own framework, so that neither the other engine nor an allocator's retained
+memory blurs it; the CPU model and flags head the table). Random weights unless --checkpoint.
+Both engines get the same input; the outputs' largest difference is printed.
 
 PyTorch is optional (`pip install -r requirements-bench.txt`); without it only TensorFlow runs.
 """
@@ -47,6 +48,10 @@ def parse_args(argv=None):
     p.add_argument('--emulate-bf16', action='store_true',
                    help='allow bf16 on a CPU without AVX512_BF16 / AMX-BF16 (software bfloat16: numerics, not speed)')
     p.add_argument('--xla', action='store_true', help='also time each TensorFlow precision with XLA')
+    p.add_argument('--strip-rows', default=None,
+                   help='rows per strip of the last upsampling stage of the TensorFlow graph (default: '
+                        'sr.STRIP_ROWS; 0: in one piece, as before the strips); comma-separated: one TensorFlow '
+                        'engine per value, timed interleaved (--memory: the first value)')
     p.add_argument('--onednn', default='on', choices=('on', 'off'),
                    help="TensorFlow's oneDNN ops (TF_ENABLE_ONEDNN_OPTS), as test.py sets them: on (default); "
                         "off: Eigen's convolutions")
@@ -58,10 +63,11 @@ def parse_args(argv=None):
     p.add_argument('--checkpoint', default=None, help='GEN checkpoint prefix (default: random weights, seed 0)')
     p.add_argument('--json', default=None, help='also write the results to this JSON file')
     p.add_argument('--memory', action='store_true',
-                   help='instead of timing: the peak resident memory of one pass per case and engine, each in a '
-                        'fresh process (peak VmHWM minus the resident memory once the engine is built and warmed '
-                        'up on a 16x16 input)')
+                   help='instead of timing: the peak resident memory of one pass per case, TensorFlow and PyTorch '
+                        'side by side, each in a fresh process (resident memory once the engine is built and '
+                        'warmed up on a 16x16 input, then the peak VmHWM during the pass)')
     p.add_argument('--memory-child', nargs=2, metavar=('ENGINE', 'CASE'), help=argparse.SUPPRESS)
+    p.add_argument('--weights-npz', default=None, help=argparse.SUPPRESS)   # the PyTorch child's weights
     return p.parse_args(argv)
 
 
@@ -111,35 +117,21 @@ def own_seconds():
     return r.ru_utime + r.ru_stime
 
 
-def reset_peak():
-    """Reset VmHWM (peak RSS) of this process; False where the kernel does not allow it."""
-    try:
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')
-        return True
-    except OSError:
-        return False
-
-
 def rss_mb(field='VmHWM'):
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith(field + ':'):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    import sr
+    return sr.rss_bytes(field) / float(1 << 20)
+
+
+SHOWN_FLAGS = ('avx2', 'fma', 'f16c', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_bf16', 'amx_tile')
 
 
 def machine(torch_mod=None):
     import sr
     import tensorflow as tf
     flags = sr.cpu_flags()
-    shown = [f for f in ('avx2', 'fma', 'f16c', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_bf16', 'amx_tile')
-             if f in flags]
-    info = {'cpu': sr.cpu_model(), 'cpu_flags': ' '.join(shown) or 'n/a', 'device': sr.device_name(),
-            'tensorflow': tf.__version__, 'onednn_ops': sr.onednn_enabled(), 'python': platform.python_version(),
+    info = {'cpu': sr.cpu_model(), 'cpu_flags': ' '.join(f for f in SHOWN_FLAGS if f in flags) or 'n/a',
+            'device': sr.device_name(), 'tensorflow': tf.__version__, 'onednn_ops': sr.onednn_enabled(),
+            'python': platform.python_version(),
             'load_average': open('/proc/loadavg').read().split()[:3] if os.path.exists('/proc/loadavg') else None}
     if torch_mod is not None:
         info['torch'] = torch_mod.__version__
@@ -149,12 +141,20 @@ def machine(torch_mod=None):
 
 # ---------------------------------------------------------------- engines
 
+def strip_rows(args):
+    """The --strip-rows values, as ints (default: [sr.STRIP_ROWS])."""
+    import sr
+    return [int(v) for v in args.strip_rows.split(',')] if args.strip_rows else [sr.STRIP_ROWS]
+
+
 class TFEngine(object):
-    def __init__(self, scale, precision, checkpoint, xla, emulate):
+    def __init__(self, scale, precision, checkpoint, xla, emulate, rows, named=False):
         import sr
-        self.gen = sr.Generator(scale, checkpoint, precision=precision, seed=0, xla=xla, emulate_bf16=emulate)
-        self.name = 'TF %s%s' % (precision, ' XLA' if xla else '')
-        self.what = self.gen.plan.what + (', XLA' if xla else '')
+        self.gen = sr.Generator(scale, checkpoint, precision=precision, seed=0, xla=xla, emulate_bf16=emulate,
+                                strip_rows=rows)
+        self.name = 'TF %s%s%s' % (precision, ' XLA' if xla else '', ' strips %d' % rows if named else '')
+        self.what = self.gen.plan.what + (', XLA' if xla else '') + (
+            ', last stage in strips of %d rows' % rows if rows and not xla else ', last stage in one piece')
 
     def __call__(self, lr, tile=None, batch=None):
         return self.gen(lr, tile=tile or 0, batch=batch)
@@ -197,8 +197,9 @@ def parse_case(text):
 
 
 def time_one(engine, lr, tile, batch):
+    import sr
     b0, c0 = busy_seconds(), own_seconds()
-    reset_peak()
+    sr.reset_peak_rss()
     before = rss_mb('VmRSS')
     t = time.perf_counter()
     engine(lr, tile, batch)
@@ -210,59 +211,86 @@ def time_one(engine, lr, tile, batch):
 
 
 def memory_child(args, engine_name, case):
-    """One engine, one pass of `case` in this fresh process; prints JSON {base_mb, peak_mb}."""
+    """One engine, one pass of `case` in this fresh process; prints JSON {base_mb, peak_mb}. The
+    PyTorch child imports no TensorFlow: its weights come from --weights-npz."""
+    import sr
     label, h, w = parse_case(case)
     tile = args.tile if label == 'tiled' else None
     if engine_name == 'tf':
-        engine = TFEngine(args.scale, args.precision.split(',')[0], args.checkpoint, args.xla, args.emulate_bf16)
+        engine = TFEngine(args.scale, args.precision.split(',')[0], args.checkpoint, args.xla, args.emulate_bf16,
+                          strip_rows(args)[0])
     else:
-        import sr
         import torch
         torch.set_num_threads(args.threads or os.cpu_count() or 1)
-        engine = TorchEngine(args.scale, sr.Generator(args.scale, args.checkpoint, seed=0).weights(),
-                             args.torch_layout)
+        with np.load(args.weights_npz) as f:
+            weights = {k: f[k] for k in f.files}
+        engine = TorchEngine(args.scale, weights, args.torch_layout)
     engine(np.zeros((16, 16, 3), np.float32))
     base = rss_mb('VmRSS')
-    reset_peak()
+    sr.reset_peak_rss()
     engine(np.random.RandomState(0).rand(h, w, 3).astype(np.float32), tile, args.batch)
     print(json.dumps({'base_mb': base, 'peak_mb': rss_mb()}))
     return 0
 
 
+def child_args(args):
+    """The options a --memory child repeats from its parent."""
+    cmd = ['--scale', str(args.scale), '--tile', str(args.tile), '--precision', args.precision,
+           '--onednn', args.onednn, '--torch-layout', args.torch_layout]
+    for flag, value in (('--checkpoint', args.checkpoint), ('--batch', args.batch), ('--threads', args.threads),
+                        ('--strip-rows', args.strip_rows)):
+        cmd += [flag, str(value)] if value is not None else []
+    return cmd + (['--emulate-bf16'] if args.emulate_bf16 else []) + (['--xla'] if args.xla else [])
+
+
 def memory(args):
+    """Both engines' peak resident memory per case, side by side, each pass in a fresh process."""
+    import importlib.util
     import subprocess
-    print('| case | engine | resident before the pass MB | peak during the pass MB | increase MB |')
-    print('|---|---|---|---|---|')
+    import tempfile
+    import sr
+    with_torch = args.torch == 'on' or (args.torch == 'auto' and importlib.util.find_spec('torch') is not None)
+    info = machine()
+    print('# FRSR x%d, peak resident memory of one pass, %s weights, %s' % (args.scale, args.checkpoint or 'random',
+                                                                         args.precision.split(',')[0]))
+    for key in ('cpu', 'cpu_flags', 'tensorflow', 'onednn_ops', 'load_average'):
+        print('# %s: %s' % (key, info[key]))
+    print('| case | TensorFlow: before / peak / increase MB | PyTorch: before / peak / increase MB | TF / PyTorch peak |')
+    print('|---|---|---|---|')
     rows = []
-    engines = ['tf'] + (['torch'] if args.torch != 'off' else [])
-    for case in args.cases.split(','):
-        for name in engines:
-            cmd = [sys.executable, os.path.abspath(__file__), '--memory-child', name, case, '--scale', str(args.scale),
-                   '--tile', str(args.tile), '--precision', args.precision, '--onednn', args.onednn,
-                   '--torch-layout', args.torch_layout]
-            cmd += ['--checkpoint', args.checkpoint] if args.checkpoint else []
-            cmd += ['--batch', str(args.batch)] if args.batch else []
-            cmd += ['--emulate-bf16'] if args.emulate_bf16 else []
-            cmd += ['--xla'] if args.xla else []
-            res = subprocess.run(cmd, capture_output=True, text=True)
-            if res.returncode:
-                print('| %s | %s | failed: %s | | |' % (case, name, (res.stderr.strip().splitlines() or ['?'])[-1]))
-                continue
-            m = json.loads(res.stdout.strip().splitlines()[-1])
-            rows.append(dict(case=case, engine=name, **m))
-            print('| %s | %s | %.0f | %.0f | %.0f |' % (case, 'TensorFlow' if name == 'tf' else 'PyTorch',
-                                                        m['base_mb'], m['peak_mb'], m['peak_mb'] - m['base_mb']))
+    with tempfile.TemporaryDirectory() as tmp:
+        npz = os.path.join(tmp, 'weights.npz')
+        if with_torch:   # the same weights for the PyTorch child, which imports no TensorFlow
+            gen = sr.Generator(args.scale, args.checkpoint, seed=0)
+            np.savez(npz, **gen.weights())
+            gen.close()
+        for case in args.cases.split(','):
+            row = {'case': case}
+            for name in ['tf'] + (['torch'] if with_torch else []):
+                cmd = [sys.executable, os.path.abspath(__file__), '--memory-child', name, case, '--weights-npz', npz]
+                res = subprocess.run(cmd + child_args(args), capture_output=True, text=True)
+                if res.returncode:
+                    row[name] = {'error': (res.stderr.strip().splitlines() or ['?'])[-1]}
+                else:
+                    row[name] = json.loads(res.stdout.strip().splitlines()[-1])
+            rows.append(row)
+            cells = []
+            for name in ('tf', 'torch'):
+                m = row.get(name)
+                cells.append('n/a' if m is None else 'failed: %s' % m['error'] if 'error' in m else
+                             '%.0f / %.0f / %.0f' % (m['base_mb'], m['peak_mb'], m['peak_mb'] - m['base_mb']))
+            both = all('peak_mb' in row.get(n, {}) for n in ('tf', 'torch'))
+            print('| %s | %s | %s | %s |' % (case, cells[0], cells[1],
+                                             '%.2f' % (row['tf']['peak_mb'] / row['torch']['peak_mb']) if both else 'n/a'))
             sys.stdout.flush()
     if args.json:
         with open(args.json, 'w') as f:
-            json.dump({'args': vars(args), 'memory': rows}, f, indent=1)
+            json.dump({'machine': info, 'args': vars(args), 'memory': rows}, f, indent=1)
     return 0
 
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.memory:
-        return memory(args)
     precisions = [p.strip() for p in args.precision.split(',') if p.strip()]
     if args.emulate_bf16 and args.onednn == 'off':
         print('error: --emulate-bf16 needs --onednn on', file=sys.stderr)
@@ -274,6 +302,8 @@ def main(argv=None):
     tflog.quiet()
     if args.memory_child:
         return memory_child(args, *args.memory_child)
+    if args.memory:
+        return memory(args)
     import sr
     torch_mod = None
     if args.torch != 'off':
@@ -289,7 +319,9 @@ def main(argv=None):
     try:
         for p in precisions:
             for xla in ((False, True) if args.xla else (False,)):
-                engines.append(TFEngine(args.scale, p, args.checkpoint, xla, args.emulate_bf16))
+                for rows in strip_rows(args):
+                    engines.append(TFEngine(args.scale, p, args.checkpoint, xla, args.emulate_bf16, rows,
+                                            named=len(strip_rows(args)) > 1))
     except sr.PrecisionError as e:
         print('error: %s' % e, file=sys.stderr)
         return 2
@@ -312,7 +344,7 @@ def main(argv=None):
         tile = args.tile if label == 'tiled' else None
         batch = args.batch
         if tile and batch is None:
-            batch = sr.tile_batch(tile, args.scale, sr.available_memory() // 2)
+            batch = sr.tile_batch(tile, args.scale, sr.available_memory() // 2, per_pixel=engines[0].gen.bytes_per_pixel())
         lr = rng.rand(h, w, 3).astype(np.float32)
         work = tiled_macs(h, w, args.scale, tile) if tile else macs(h, w, args.scale)
         outputs = [e(lr, tile, batch) for e in engines]   # warm-up (graph optimisation, primitives)

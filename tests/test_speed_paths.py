@@ -1,5 +1,7 @@
 """Speed paths of inference: reduced precision (bf16 / fp16 / tf32: close to fp32 where the hardware
-runs them, a clear one-line error where it does not), and batched tiles (identical to untiled)."""
+runs them, a clear one-line error where it does not), batched tiles (identical to untiled), and the
+benchmark's memory children."""
+import json
 import os
 import subprocess
 import sys
@@ -228,3 +230,37 @@ def test_torch_peer_equals_tensorflow(scale):
         got = torch_frsr.run(net.to(memory_format=torch.channels_last) if layout else net, lr, layout)
         assert got.shape == want.shape and np.abs(got - want).max() < 1e-4
     gen.close()
+
+
+# ---------------------------------------------------------------- bench/speed.py --memory
+
+def test_memory_children_repeat_the_options():
+    sys.path.insert(0, os.path.join(ROOT, 'bench'))
+    import speed
+    args = speed.parse_args(['--memory', '--scale', '2', '--tile', '40', '--checkpoint', 'Model/X', '--batch', '3',
+                             '--strip-rows', '0', '--precision', 'bf16', '--emulate-bf16', '--threads', '1'])
+    child = speed.parse_args(['--memory-child', 'tf', '16'] + speed.child_args(args))
+    for key in ('scale', 'tile', 'checkpoint', 'batch', 'strip_rows', 'precision', 'emulate_bf16', 'threads',
+                'onednn', 'torch_layout', 'xla'):
+        assert getattr(child, key) == getattr(args, key), key
+    assert speed.strip_rows(child) == [0] and speed.strip_rows(speed.parse_args([])) == [sr.STRIP_ROWS]
+
+
+def test_memory_child_of_the_peer_loads_no_tensorflow(tmp_path):
+    """The PyTorch child of --memory takes its weights from an .npz and never imports TensorFlow,
+    so its resident memory is the peer's own."""
+    torch = pytest.importorskip('torch', reason='PyTorch is an optional benchmark dependency (requirements-bench.txt)')
+    bench = os.path.join(ROOT, 'bench')
+    sys.path.insert(0, bench)
+    import torch_frsr
+    torch.manual_seed(0)
+    npz = str(tmp_path / 'weights.npz')
+    np.savez(npz, **torch_frsr.tf_weights(torch_frsr.Fractal(2)))
+    code = ('import sys; sys.path[:0] = [%r, %r]; import speed; '
+            "speed.main(['--memory-child', 'torch', '12', '--scale', '2', '--threads', '1', '--weights-npz', %r]); "
+            "print('tensorflow' in sys.modules)" % (ROOT, bench, npz))
+    res = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.strip().splitlines()
+    m = json.loads(lines[-2])
+    assert m['peak_mb'] >= m['base_mb'] > 0 and lines[-1] == 'False'

@@ -1,8 +1,12 @@
-"""Tiled super-resolution equals whole-image super-resolution (random weights, small images)."""
+"""Tiled super-resolution equals whole-image super-resolution (random weights, small images); the
+tiling follows the memory measured here; the last stage in row strips changes no bit."""
+import os
+
 import numpy as np
 import pytest
 
 import sr
+from conftest import ROOT
 
 
 def smooth_image(h, w, seed=0):
@@ -33,6 +37,12 @@ def test_auto_tile():
     tile = sr.auto_tile(1000, 800, 4, budget=300 * 300 * per_px)
     assert tile == 300 - 2 * sr.RECEPTIVE_MARGIN
     assert sr.auto_tile(1000, 800, 4, budget=10) == sr.MIN_TILE
+    # a figure measured on this machine replaces the prior
+    measured = per_px // 4
+    assert sr.auto_tile(1000, 800, 4, budget=1000 * 800 * measured, per_pixel=measured) is None
+    assert sr.auto_tile(1000, 800, 4, budget=300 * 300 * measured, per_pixel=measured) == 300 - 2 * sr.RECEPTIVE_MARGIN
+    side = 100 + 2 * sr.RECEPTIVE_MARGIN
+    assert sr.tile_batch(100, 4, budget=side * side * measured * 5, per_pixel=measured) == 5
 
 
 @pytest.fixture(scope='module')
@@ -88,3 +98,119 @@ def test_automatic_tiling_when_memory_is_short(generators, monkeypatch):
     auto = gen(lr)
     assert calls == [sr.MIN_TILE]
     assert np.abs(auto - whole).max() < 1e-4
+
+
+def test_tiling_follows_the_measured_memory(generators, monkeypatch):
+    """The prior decides only where it fits the whole image (nothing is measured then); otherwise
+    the tile size and batch come from the figure measured on this machine."""
+    gen = generators(4)
+    lr = smooth_image(60, 30, seed=1)
+    prior = sr.BYTES_PER_LR_PIXEL[4]
+    calls = []
+    real = sr.super_resolve
+    monkeypatch.setattr(sr, 'super_resolve', lambda *a, **k: calls.append((a[5], k['batch'])) or real(*a, **k))
+    monkeypatch.setattr(gen, 'bytes_per_pixel', lambda: pytest.fail('measured although the prior fits'))
+    monkeypatch.setattr(gen, 'memory_budget', lambda: 60 * 30 * prior)
+    whole = gen(lr)
+    assert gen.last_tile is None and calls == [(0, 1)]
+    # the prior does not fit, the measured figure (a quarter of it) does: the whole image, in one pass
+    measured = prior // 4
+    monkeypatch.setattr(gen, 'bytes_per_pixel', lambda: measured)
+    monkeypatch.setattr(gen, 'memory_budget', lambda: 60 * 30 * prior // 2)
+    calls.clear()
+    assert np.array_equal(gen(lr), whole) and gen.last_tile is None and calls == [(None, 1)]
+    # a larger image that neither fits (the network stubbed: the decision is what is tested here):
+    # tiles sized by the measured figure, 208 (the prior would give 58)
+    big = np.zeros((1000, 800, 3), np.float32)
+    monkeypatch.setattr(sr, 'super_resolve', lambda *a, **k: calls.append((a[5], k['batch'])))
+    budget = 300 * 300 * measured
+    monkeypatch.setattr(gen, 'memory_budget', lambda: budget)
+    calls.clear()
+    gen(big)
+    assert sr.auto_tile(1000, 800, 4, budget) == 150 - 2 * sr.RECEPTIVE_MARGIN
+    assert gen.last_tile == 300 - 2 * sr.RECEPTIVE_MARGIN and calls == [(gen.last_tile, 1)]
+    # --tile 100: as many tiles per call as the measured figure allows (2; the prior: 1)
+    calls.clear()
+    gen(big, tile=100)
+    assert sr.tile_batch(100, 4, budget) == 1 and calls == [(100, 300 * 300 // (100 + 2 * sr.RECEPTIVE_MARGIN) ** 2)]
+
+
+def test_memory_per_pixel_is_measured(monkeypatch):
+    """bytes_per_pixel measures a pass here: with TensorFlow's allocator statistics (oneDNN's
+    allocator) it sees that the last stage in strips needs less than in one piece."""
+    monkeypatch.setattr(sr, 'PROBE_SIDE', 48)
+    one, strips = sr.Generator(4, seed=1, strip_rows=0), sr.Generator(4, seed=1, strip_rows=16)
+    a, b = one.bytes_per_pixel(), strips.bytes_per_pixel()
+    if one.per_pixel_source != 'allocator':
+        pytest.skip('no allocator statistics here (oneDNN ops off): the resident memory only raises the prior')
+    assert strips.per_pixel_source == 'allocator'
+    assert 1024 < b < 0.75 * a and b < sr.BYTES_PER_LR_PIXEL[4]
+    assert strips.bytes_per_pixel() == b        # measured once
+    one.close()
+    strips.close()
+
+
+# ---------------------------------------------------------------- the last stage in row strips
+
+def test_row_strips_equal_one_piece():
+    """model.in_row_strips on a convolution -> depth_to_space -> convolution stage: the same values
+    as in one piece, bit for bit, for any strip height (batch of 2, odd sizes); with 1 row of
+    context instead of 2 the seams show."""
+    import tensorflow.compat.v1 as tf
+    import model
+    rng = np.random.RandomState(0)
+    k1, k2 = rng.randn(3, 3, 4, 16).astype(np.float32), rng.randn(3, 3, 4, 3).astype(np.float32)
+
+    def stage(t):
+        t = tf.depth_to_space(tf.nn.conv2d(t, tf.constant(k1), [1, 1, 1, 1], 'SAME'), 2)
+        return tf.nn.conv2d(t, tf.constant(k2), [1, 1, 1, 1], 'SAME')
+    with tf.Graph().as_default():
+        x = tf.placeholder(tf.float32, [None, None, None, 4])
+        whole = stage(x)
+        strips = [model.in_row_strips(x, stage, 2, rows) for rows in (1, 3, 7, 40)]
+        short = model.in_row_strips(x, stage, 2, 3, halo=1)
+        with tf.Session() as sess:
+            feed = {x: rng.rand(2, 13, 9, 4).astype(np.float32)}
+            want = sess.run(whole, feed)
+            assert want.shape == (2, 26, 18, 3)
+            for got in sess.run(strips, feed):
+                assert np.array_equal(got, want)
+            assert np.abs(sess.run(short, feed) - want).max() > 1e-3
+
+
+def _strips_against_one_piece(scale, prefix, lr, rows=(7, sr.STRIP_ROWS)):
+    """The Generator's output with its last stage in strips of each of `rows` rows, and in one
+    piece: float (unclipped) and uint8 (what test.py writes) must agree to the last bit."""
+    import utils
+    one = sr.Generator(scale, prefix, seed=3, strip_rows=0)
+    want = one(lr, tile=0)
+    one.close()
+    assert want.shape == (lr.shape[0] * scale, lr.shape[1] * scale, 3)
+    for n in rows:
+        strips = sr.Generator(scale, prefix, seed=3, strip_rows=n)
+        got = strips(lr, tile=0)
+        strips.close()
+        assert np.abs(got - want).max() == 0.0, (scale, n)
+        assert np.array_equal(utils.to_uint(np.clip(got, 0, 1)), utils.to_uint(np.clip(want, 0, 1)))
+
+
+@pytest.mark.parametrize('name', ['FRSR', 'NatSR'])
+def test_generator_strips_change_no_bit_shipped(name):
+    """The shipped x4 models (last stage at 2x, 96 rows there: 14 strips of 7, 2 of 64)."""
+    import skimage.data
+    prefix = os.path.join(ROOT, 'Model', name)
+    if not os.path.exists(prefix + '.index'):
+        pytest.skip('shipped model %s absent' % prefix)
+    lr = skimage.data.astronaut()[100:148, 180:216].astype(np.float32) / 255   # 48 x 36 LR
+    _strips_against_one_piece(4, prefix, lr)
+
+
+@pytest.mark.parametrize('scale', [2, 3, 4])
+def test_generator_strips_change_no_bit_random(scale, tmp_path):
+    """A random checkpoint (saved, then loaded as a user's would be) on a random image whose height
+    is no multiple of the strip height; x2 and x3 run their last stage at 1x, x4 at 2x."""
+    gen = sr.Generator(scale, seed=scale)
+    prefix = gen.save(str(tmp_path / 'GEN'))
+    gen.close()
+    lr = np.random.RandomState(scale).rand(67, 29, 3).astype(np.float32)
+    _strips_against_one_piece(scale, prefix, lr)
