@@ -125,9 +125,10 @@ def table(rows, scale, methods, counts):
         cells.append(fmt(summary(rows, method, 'BSD100', 'grid', np.median), '%.2f'))
         lines.append('| %s | %s |' % (method, ' | '.join(cells)))
     lines += ['', 'Images per set: %s. PSNR / SSIM on the BT.601 Y channel with %d pixels shaved, NIQE with the '
-              'same shave (lower is better); grid: median over BSD100 of the detail added to FRSR at the x%d '
-              "upsampler's lattice frequencies, over real detail's (1 = as much as real detail)."
-              % (', '.join('%s %d' % (s, counts[s]) for s in SETS), scale, scale), '']
+              'same shave (lower is better); grid: median over BSD100 of the energy of the detail added to FRSR '
+              "at the frequencies of the period-%d lattice (twice the x%d upsampler's period), over real "
+              "detail's (1 = as much as real detail)."
+              % (', '.join('%s %d' % (s, counts[s]) for s in SETS), scale, 2 * scale, scale), '']
     return '\n'.join(lines)
 
 
