@@ -1,7 +1,7 @@
 """Image quality metrics of the SR literature: PSNR and SSIM on the Y channel, and NIQE.
 
 Protocol (NatSR paper tables, and most SR papers since SRCNN):
-- HR is cropped at the top-left to a multiple of the scale (`modcrop`).
+- HR is cropped at the top-left to a multiple of the scale (`utils.modcrop`).
 - Both images are uint8 RGB; the Y channel is ITU-R BT.601 studio range as MATLAB's
   rgb2ycbcr gives it on uint8 input: Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255,
   rounded (half away from zero) to integers 16..235.
@@ -38,12 +38,6 @@ from scipy.special import gamma
 from imresize import imresize
 
 NIQE_PARAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'niqe_pris_params.npz')
-
-
-def modcrop(img, scale):
-    """Crop HxW[xC] at the top-left so that H and W are multiples of `scale`."""
-    h, w = img.shape[:2]
-    return img[:h - h % scale, :w - w % scale]
 
 
 def crop_border(img, border):

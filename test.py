@@ -115,10 +115,6 @@ class Item(object):
         self.name, self.stem, self.load, self.path = name, stem, load, path
 
 
-def _stem(path):
-    return os.path.splitext(os.path.basename(path))[0]
-
-
 def _names(paths, limit=5):
     names = [os.path.basename(p) for p in paths]
     return ', '.join(names[:limit]) + (' ... (+%d more)' % (len(names) - limit) if len(names) > limit else '')
@@ -135,26 +131,15 @@ def list_folder(folder, what):
 
 
 def pair_files(lr_files, hr_files, scale):
-    """[(lr, hr)] paired by stem; an LR stem may end in x<scale> (babyx4, baby_x4). UsageError on mismatch."""
-    hr_by_stem = {}
-    for path in hr_files:
-        if _stem(path) in hr_by_stem:
-            raise UsageError('HR images %s and %s have the same name' % (hr_by_stem[_stem(path)], path))
-        hr_by_stem[_stem(path)] = path
-    suffix = re.compile(r'[_-]?[xX]%d$' % scale)
-    pairs, lone_lr, used = [], [], {}
-    for lr in lr_files:
-        stem = _stem(lr)
-        key = stem if stem in hr_by_stem else suffix.sub('', stem)
-        if key not in hr_by_stem:
-            lone_lr.append(lr)
-        elif key in used:
-            raise UsageError('LR images %s and %s both pair with HR %s'
-                             % (os.path.basename(used[key]), os.path.basename(lr), hr_by_stem[key]))
-        else:
-            used[key] = lr
-            pairs.append((lr, hr_by_stem[key]))
-    lone_hr = [p for s, p in sorted(hr_by_stem.items()) if s not in used]
+    """[(lr, hr)] paired by stem (utils.pair_by_stem: an LR stem may end in x<scale>, babyx4 or
+    baby_x4); UsageError unless every image has its pair."""
+    try:
+        lr_of = utils.pair_by_stem(lr_files, hr_files, scale)
+    except ValueError as e:
+        raise UsageError(str(e))
+    hr_of = {lr: hr for hr, lr in lr_of.items()}
+    lone_lr = [lr for lr in lr_files if lr not in hr_of]
+    lone_hr = sorted((hr for hr in hr_files if hr not in lr_of), key=utils.stem)
     if lone_lr or lone_hr:
         parts = ['%d LR vs %d HR images' % (len(lr_files), len(hr_files))]
         if lone_lr:
@@ -163,14 +148,14 @@ def pair_files(lr_files, hr_files, scale):
             parts.append('no LR image for %s' % _names(lone_hr))
         raise UsageError('LR and HR folders do not match (pairing by file stem, LR may end in x%d): %s'
                          % (scale, '; '.join(parts)))
-    return pairs
+    return [(lr, hr_of[lr]) for lr in lr_files]
 
 
 def folder_items(args, scale, ref):
     lr_files = list_folder(args.datapath, 'LR')
     pairs = (pair_files(lr_files, list_folder(args.labelpath, 'HR'), scale) if ref
              else [(f, None) for f in lr_files])
-    return [Item(os.path.basename(lr), _stem(lr),
+    return [Item(os.path.basename(lr), utils.stem(lr),
                  lambda lr=lr, hr=hr: (utils.read_image(lr), utils.read_image(hr) if hr else None), lr)
             for lr, hr in pairs]
 
@@ -179,7 +164,7 @@ def default_items(scale):
     """scikit-image's bundled sample photos: HR = modcrop(photo), LR = MATLAB bicubic downscale (uint8)."""
     def load(name):
         import skimage.data
-        hr = metrics.modcrop(getattr(skimage.data, name)(), scale)
+        hr = utils.modcrop(getattr(skimage.data, name)(), scale)
         return imresize(hr, 1.0 / scale), hr
 
     return [Item(name, name, lambda n=name: load(n)) for name in DEFAULT_PHOTOS]
@@ -202,17 +187,12 @@ def upscale_image(img, scale, sr_rgb):
     return utils.to_uint(out, img.dtype)
 
 
-def to_uint8_rgb(img):
-    """What the metrics score: uint8 (16-bit: round(x / 257)), RGB (gray repeated, alpha dropped)."""
-    return utils.to_rgb(utils.to_uint8(img))
-
-
 def score(sr, hr, scale, name, with_ref, with_niqe):
     """Metrics of one result: psnr / ssim against modcrop(hr) (common size), niqe of sr."""
     row = {}
-    sr8 = to_uint8_rgb(sr)
+    sr8 = utils.to_rgb8(sr)
     if with_ref:
-        hr8 = metrics.modcrop(to_uint8_rgb(hr), scale)
+        hr8 = utils.modcrop(utils.to_rgb8(hr), scale)
         h, w = min(sr8.shape[0], hr8.shape[0]), min(sr8.shape[1], hr8.shape[1])
         row['psnr'] = metrics.psnr(sr8[:h, :w], hr8[:h, :w], scale)
         row['ssim'] = metrics.ssim(sr8[:h, :w], hr8[:h, :w], scale)

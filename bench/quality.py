@@ -60,7 +60,7 @@ def load_set(folder, scale, limit):
     """[(name, HR uint8 RGB, LR uint8 RGB)] of a benchmark folder; gray HR as 3 equal channels."""
     out = []
     for path in utils.list_images(folder)[:limit or None]:
-        hr = metrics.modcrop(utils.to_uint8(utils.to_rgb(utils.read_image(path))), scale)
+        hr = utils.modcrop(utils.read_rgb8(path), scale)
         out.append((os.path.splitext(os.path.basename(path))[0], hr, imresize(hr, 1.0 / scale)))
     return out
 
@@ -217,7 +217,7 @@ def plot_crops(images, methods, path, size=64):
 def photo_crops(methods, generators, scale=4):
     """scikit-image's bundled chelsea (the cat's fur, as in `python test.py`'s default job)."""
     import skimage.data
-    hr = metrics.modcrop(skimage.data.chelsea(), scale)
+    hr = utils.modcrop(skimage.data.chelsea(), scale)
     lr = imresize(hr, 1.0 / scale)
     return {'chelsea': dict({m: upscale(m, lr, scale, generators) for m in methods}, HR=hr)}
 

@@ -8,8 +8,8 @@ import pytest
 import metrics
 from conftest import shared_path
 from imresize import imresize
-from metrics import evaluate, modcrop, niqe, psnr, rgb_to_y, ssim
-from utils import read_image, to_rgb
+from metrics import evaluate, niqe, psnr, rgb_to_y, ssim
+from utils import modcrop, read_image, to_rgb
 
 SET5 = ('baby', 'bird', 'butterfly', 'head', 'woman')
 # published Set5 bicubic baselines (VDSR / LapSRN / NatSR tables): scale -> (PSNR dB, SSIM)

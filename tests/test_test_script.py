@@ -300,6 +300,8 @@ def test_pairing_by_stem():
     with pytest.raises(mod.UsageError, match='no HR image for babyx2.png'):
         mod.pair_files(['L/babyx2.png'], ['H/baby.bmp'], 4)
     assert mod.pair_files(['L/ax4.png'], ['H/ax4.png'], 4) == [('L/ax4.png', 'H/ax4.png')]
+    assert mod.pair_files(['L/0001-x4.png', 'L/0002X4.png'], ['H/0001.png', 'H/0002.png'], 4) == [
+        ('L/0001-x4.png', 'H/0001.png'), ('L/0002X4.png', 'H/0002.png')]
     with pytest.raises(mod.UsageError, match='both pair with HR'):
         mod.pair_files(['L/a.png', 'L/ax4.png'], ['H/a.png'], 4)
     with pytest.raises(mod.UsageError, match='same name'):
