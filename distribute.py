@@ -19,7 +19,6 @@ import os
 import tensorflow.compat.v1 as tf
 
 import loop
-import ops  # noqa: F401  graph mode and resource variables, as for every trainer module
 
 STRATEGIES = ('none', 'mirrored', 'multiworker')
 

@@ -536,7 +536,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.gpu is not None:
         os.environ['CUDA_VISIBLE_DEVICES'] = '' if args.gpu.strip() == '-1' else args.gpu
-    tflog.quiet(args.verbose)
+    tflog.init(args.verbose, graph=False)   # sr.Generator builds its own graphs
     # oneDNN's convolutions on the frozen inference graph (sr.Generator): on AVX2 CPUs about 1.2x
     # faster than Eigen's, which TensorFlow uses there by default. TF_ENABLE_ONEDNN_OPTS=0 opts out.
     os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')

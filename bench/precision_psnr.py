@@ -33,7 +33,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
     import tflog
-    tflog.quiet()
+    tflog.init(graph=False)   # sr.Generator builds its own graphs, as in test.py
     import importlib.util
     import metrics
     import sr

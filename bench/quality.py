@@ -30,7 +30,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 import tflog  # noqa: E402
 
-tflog.quiet()
+tflog.init(graph=False)   # sr.Generator builds its own graphs
 import metrics  # noqa: E402
 import utils  # noqa: E402
 from imresize import imresize  # noqa: E402
