@@ -19,7 +19,6 @@ import os
 import tensorflow.compat.v1 as tf
 
 import loop
-import ops  # noqa: F401  graph mode and resource variables, as for every trainer module
 
 STRATEGIES = ('none', 'mirrored', 'multiworker')
 
@@ -158,18 +157,12 @@ def logical_cpus(n):
     return ['/cpu:%d' % i for i in range(n)]
 
 
-def session_config(args=None):
-    """loop.session_config(), for the run's --precision where the trainer has that flag."""
-    precision = getattr(args, 'precision', 'fp32')
-    return loop.session_config() if precision == 'fp32' else loop.session_config(precision)
-
-
 def cluster(args):
     """The Cluster of `args.strategy` (none, mirrored, multiworker); args without the flags of
     `add_flags` (e.g. made by loop.config_parser alone) mean one device."""
     strategy = getattr(args, 'strategy', 'none')
     num_gpus, cpu_replicas = getattr(args, 'num_gpus', None), getattr(args, 'cpu_replicas', None)
-    config = session_config(args)
+    config = loop.session_config(getattr(args, 'precision', 'fp32'))
     if strategy == 'none':
         if num_gpus is not None or cpu_replicas is not None:
             raise loop.TrainingError('--num_gpus / --cpu_replicas need --strategy mirrored')

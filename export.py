@@ -120,7 +120,7 @@ def export(prefix, scale, out_dir, overwrite=False):
 
 def main(argv=None):
     args = parse_args(argv)
-    tflog.quiet(args.verbose)
+    tflog.init(args.verbose, graph=False)   # the serving graph is built in its own tf.Graph()
     if args.gpu is not None:
         os.environ['CUDA_VISIBLE_DEVICES'] = '' if args.gpu.strip() == '-1' else args.gpu
     try:

@@ -17,7 +17,7 @@ import sys
 
 import tflog
 
-tflog.quiet('--verbose' in sys.argv[1:])  # before TensorFlow starts (loop imports it)
+tflog.init('--verbose' in sys.argv[1:])  # before TensorFlow starts: log output, graph mode
 import loop  # noqa: E402
 
 loop.select_gpu(sys.argv)

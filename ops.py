@@ -1,12 +1,7 @@
 """Layers of NatSR, written with get_variable + tf.nn so that the variable names
-equal the original release's (`<scope>/conv2d/kernel`, `<scope>/conv2d/bias`)."""
+equal the original release's (`<scope>/conv2d/kernel`, `<scope>/conv2d/bias`). Graph building
+only: the process's graph mode is set by the command (tflog.init), not at import."""
 import tensorflow.compat.v1 as tf
-
-tf.logging.set_verbosity(tf.logging.ERROR)  # no deprecation notices of the compat API
-tf.disable_v2_behavior()  # graph mode: placeholders, sessions, collections
-# Resource variables: a read placed under a control dependency (NatSR's G step after its
-# D step, in one session call) sees the updated value. Names and checkpoints are unchanged.
-tf.enable_resource_variables()
 
 
 # TF1's contrib.layers.variance_scaling_initializer() draws from a normal of std sqrt(1.3 * 2 / fan_in)

@@ -13,9 +13,10 @@ channel mean of the output); an alpha channel is upscaled with bicubic and re-at
 input gives 16-bit output. Results go to `<savepath>/<model>/<stem>.png` (`bicubic_x<s>` for the
 baseline). With `--ref 1`, LR and HR images are paired by file stem (`babyx4.png` with `baby.bmp`),
 and PSNR / SSIM (Y channel, `scale` pixels shaved, HR cropped to a multiple of the scale) and, with
-`--niqe`, NIQE of the output are printed and written to a CSV beside the results, named after the
-job (`metrics_<data>_<checkpoint>_<hash>.csv`: one job never overwrites another's scores), whose
-rows also record the checkpoint, a hash of its weights, the data folders and the options.
+`--niqe`, NIQE of the output (or the metrics `--metrics psnr,ssim,niqe` names, from metrics.METRICS)
+are printed and written to a CSV beside the results, named after the job
+(`metrics_<data>_<checkpoint>_<hash>.csv`: one job never overwrites another's scores), whose rows
+also record the checkpoint, a hash of its weights, the data folders and the options.
 
 Speed: the graph is built once per run and takes any image size; while the network works on one
 image, the next one is decoded and the previous one is scored and encoded on two helper threads.
@@ -92,7 +93,11 @@ def parse_args(argv=None):
                    help='super-resolve in LR tiles of TILE pixels (plus 46 pixels of context on each side; tiles of '
                         'the same shape run as one batch); default: whole images, tiles (their size and batch from '
                         'the free memory) only when an image would not fit')
-    p.add_argument('--niqe', action='store_true', help='also compute NIQE of every output (slow)')
+    p.add_argument('--metrics', default=None, metavar='NAMES',
+                   help='comma-separated metrics to report, of %s (default: psnr,ssim when scoring against '
+                        'HR); psnr and ssim need --labelpath' % ', '.join(n for n, m in metrics.METRICS.items()
+                                                                          if 'base' not in m.needs))
+    p.add_argument('--niqe', action='store_true', help='also compute NIQE of every output (slow); as niqe in --metrics')
     p.add_argument('--precision', default='fp32', choices=PRECISIONS,
                    help='arithmetic of the network: fp32 (default, exact); tf32 (NVIDIA GPU, compute capability >= 8.0), '
                         'fp16 (NVIDIA GPU >= 7.0), bf16 (CPU with AVX512_BF16 / AMX-BF16, or NVIDIA GPU >= 8.0); '
@@ -115,10 +120,6 @@ class Item(object):
         self.name, self.stem, self.load, self.path = name, stem, load, path
 
 
-def _stem(path):
-    return os.path.splitext(os.path.basename(path))[0]
-
-
 def _names(paths, limit=5):
     names = [os.path.basename(p) for p in paths]
     return ', '.join(names[:limit]) + (' ... (+%d more)' % (len(names) - limit) if len(names) > limit else '')
@@ -135,26 +136,15 @@ def list_folder(folder, what):
 
 
 def pair_files(lr_files, hr_files, scale):
-    """[(lr, hr)] paired by stem; an LR stem may end in x<scale> (babyx4, baby_x4). UsageError on mismatch."""
-    hr_by_stem = {}
-    for path in hr_files:
-        if _stem(path) in hr_by_stem:
-            raise UsageError('HR images %s and %s have the same name' % (hr_by_stem[_stem(path)], path))
-        hr_by_stem[_stem(path)] = path
-    suffix = re.compile(r'[_-]?[xX]%d$' % scale)
-    pairs, lone_lr, used = [], [], {}
-    for lr in lr_files:
-        stem = _stem(lr)
-        key = stem if stem in hr_by_stem else suffix.sub('', stem)
-        if key not in hr_by_stem:
-            lone_lr.append(lr)
-        elif key in used:
-            raise UsageError('LR images %s and %s both pair with HR %s'
-                             % (os.path.basename(used[key]), os.path.basename(lr), hr_by_stem[key]))
-        else:
-            used[key] = lr
-            pairs.append((lr, hr_by_stem[key]))
-    lone_hr = [p for s, p in sorted(hr_by_stem.items()) if s not in used]
+    """[(lr, hr)] paired by stem (utils.pair_by_stem: an LR stem may end in x<scale>, babyx4 or
+    baby_x4); UsageError unless every image has its pair."""
+    try:
+        lr_of = utils.pair_by_stem(lr_files, hr_files, scale)
+    except ValueError as e:
+        raise UsageError(str(e))
+    hr_of = {lr: hr for hr, lr in lr_of.items()}
+    lone_lr = [lr for lr in lr_files if lr not in hr_of]
+    lone_hr = sorted((hr for hr in hr_files if hr not in lr_of), key=utils.stem)
     if lone_lr or lone_hr:
         parts = ['%d LR vs %d HR images' % (len(lr_files), len(hr_files))]
         if lone_lr:
@@ -163,14 +153,14 @@ def pair_files(lr_files, hr_files, scale):
             parts.append('no LR image for %s' % _names(lone_hr))
         raise UsageError('LR and HR folders do not match (pairing by file stem, LR may end in x%d): %s'
                          % (scale, '; '.join(parts)))
-    return pairs
+    return [(lr, hr_of[lr]) for lr in lr_files]
 
 
 def folder_items(args, scale, ref):
     lr_files = list_folder(args.datapath, 'LR')
     pairs = (pair_files(lr_files, list_folder(args.labelpath, 'HR'), scale) if ref
              else [(f, None) for f in lr_files])
-    return [Item(os.path.basename(lr), _stem(lr),
+    return [Item(os.path.basename(lr), utils.stem(lr),
                  lambda lr=lr, hr=hr: (utils.read_image(lr), utils.read_image(hr) if hr else None), lr)
             for lr, hr in pairs]
 
@@ -179,7 +169,7 @@ def default_items(scale):
     """scikit-image's bundled sample photos: HR = modcrop(photo), LR = MATLAB bicubic downscale (uint8)."""
     def load(name):
         import skimage.data
-        hr = metrics.modcrop(getattr(skimage.data, name)(), scale)
+        hr = utils.modcrop(getattr(skimage.data, name)(), scale)
         return imresize(hr, 1.0 / scale), hr
 
     return [Item(name, name, lambda n=name: load(n)) for name in DEFAULT_PHOTOS]
@@ -202,26 +192,24 @@ def upscale_image(img, scale, sr_rgb):
     return utils.to_uint(out, img.dtype)
 
 
-def to_uint8_rgb(img):
-    """What the metrics score: uint8 (16-bit: round(x / 257)), RGB (gray repeated, alpha dropped)."""
-    return utils.to_rgb(utils.to_uint8(img))
-
-
-def score(sr, hr, scale, name, with_ref, with_niqe):
-    """Metrics of one result: psnr / ssim against modcrop(hr) (common size), niqe of sr."""
+def score(sr, hr, scale, name, columns):
+    """The metrics `columns` (names of metrics.METRICS) of one result: those with a reference against
+    modcrop(hr), both cut to their common size; a metric without one that cannot measure this image
+    (NIQE: smaller than a 96x96 block) gives NaN and a warning."""
     row = {}
-    sr8 = to_uint8_rgb(sr)
-    if with_ref:
-        hr8 = metrics.modcrop(to_uint8_rgb(hr), scale)
+    sr8 = utils.to_rgb8(sr)
+    if hr is not None:
+        hr8 = utils.modcrop(utils.to_rgb8(hr), scale)
         h, w = min(sr8.shape[0], hr8.shape[0]), min(sr8.shape[1], hr8.shape[1])
-        row['psnr'] = metrics.psnr(sr8[:h, :w], hr8[:h, :w], scale)
-        row['ssim'] = metrics.ssim(sr8[:h, :w], hr8[:h, :w], scale)
-    if with_niqe:
+    for c in columns:
+        if 'hr' in metrics.METRICS[c].needs:
+            row[c] = metrics.measure(c, sr8[:h, :w], scale, hr=hr8[:h, :w])
+            continue
         try:
-            row['niqe'] = metrics.niqe(sr8, shave=scale)
+            row[c] = metrics.measure(c, sr8, scale)
         except ValueError as e:
-            warn('warning: %s: no NIQE (%s)' % (name, e))
-            row['niqe'] = math.nan
+            warn('warning: %s: no %s (%s)' % (name, metrics.METRICS[c].label, e))
+            row[c] = math.nan
     return row
 
 
@@ -273,10 +261,9 @@ def warn(msg):
 
 def print_table(rows, columns):
     width = max([len('image'), len('mean')] + [len(r['image']) for r in rows])
-    fmt = {'psnr': ('PSNR', '%7.2f'), 'ssim': ('SSIM', '%7.4f'), 'niqe': ('NIQE', '%7.4f')}
-    print('%-*s' % (width, 'image') + ''.join('  %7s' % fmt[c][0] for c in columns))
+    print('%-*s' % (width, 'image') + ''.join('  %7s' % metrics.METRICS[c].label for c in columns))
     for r in rows:
-        print('%-*s' % (width, r['image']) + ''.join('  ' + fmt[c][1] % r[c] for c in columns))
+        print('%-*s' % (width, r['image']) + ''.join('  %7s' % (metrics.METRICS[c].fmt % r[c]) for c in columns))
 
 
 def write_csv(path, rows, columns, job):
@@ -357,6 +344,25 @@ def job_settings(args):
     return scale, default_job, ref, save
 
 
+def metric_columns(args, ref):
+    """The names of the metrics this job reports: --metrics (default: psnr, ssim when scoring against
+    HR), and niqe with --niqe; UsageError for an unknown one, or one whose inputs the job lacks."""
+    names = (['psnr', 'ssim'] if ref else []) if args.metrics is None else [
+        n.strip().lower() for n in args.metrics.split(',') if n.strip()]
+    names = list(dict.fromkeys(names + (['niqe'] if args.niqe else [])))
+    unknown = [n for n in names if n not in metrics.METRICS]
+    if unknown:
+        raise UsageError('--metrics: unknown metric %r (one of %s)' % (unknown[0], ', '.join(metrics.METRICS)))
+    for n in names:
+        needs = metrics.METRICS[n].needs
+        if 'base' in needs:
+            raise UsageError('--metrics %s: needs the output of the model the method was fine-tuned from beside '
+                             'HR; bench/quality.py measures it' % n)
+        if 'hr' in needs and not ref:
+            raise UsageError('--metrics %s needs the HR images: --labelpath (with --ref 1)' % n)
+    return names
+
+
 def check_outputs(args, outdir, save, columns):
     """UsageError unless every location this job writes can be written: the results folder (with
     --save, or the CSV's default place) and --csv, which must not be a folder."""
@@ -408,7 +414,7 @@ def run(args):
     if model == 'NatSR' and args.blend is not None:
         folder = 'NatSR_blend%g' % args.blend
     outdir = os.path.join(args.savepath, folder)
-    columns = (['psnr', 'ssim'] if ref else []) + (['niqe'] if args.niqe else [])
+    columns = metric_columns(args, ref)
     check_outputs(args, outdir, save, columns)
 
     print('job: %s, %d image%s, x%d' % ('bundled sample photos (scikit-image)' if default_job else args.datapath,
@@ -459,7 +465,7 @@ def run(args):
     def finish(name, stem, out, hr):
         """Score, then save one result: its metrics row, or None without metrics."""
         try:
-            row = dict(image=name, **score(out, hr, scale, name, ref, args.niqe)) if columns else None
+            row = dict(image=name, **score(out, hr, scale, name, columns)) if columns else None
         except ValueError as e:  # e.g. an HR image a few pixels short of the LR's scale x size
             raise utils.ImageError('%s: cannot score (%s)' % (name, e))
         if save:
@@ -556,7 +562,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.gpu is not None:
         os.environ['CUDA_VISIBLE_DEVICES'] = '' if args.gpu.strip() == '-1' else args.gpu
-    tflog.quiet(args.verbose)
+    tflog.init(args.verbose, graph=False)   # sr.Generator builds its own graphs
     # oneDNN's convolutions on the frozen inference graph (sr.Generator): on AVX2 CPUs about 1.2x
     # faster than Eigen's, which TensorFlow uses there by default. TF_ENABLE_ONEDNN_OPTS=0 opts out.
     os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')

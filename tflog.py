@@ -1,5 +1,10 @@
-"""TensorFlow's own log output, off by default: every command calls `quiet()` before TensorFlow is
-imported, so that stderr holds only our progress bars and messages. `--verbose` (test.py, main.py,
+"""How every command sets TensorFlow up, in one place: `init()`, called first by every entry point,
+turns TensorFlow's own log output off (`quiet`) and switches the process to graph mode
+(`graph_mode`). Library modules change nothing at import (importing ops.py or model.py does not
+switch modes).
+
+TensorFlow's own log output is off by default: `quiet()` runs before TensorFlow is imported, so
+that stderr holds only our progress bars and messages. `--verbose` (test.py, main.py,
 Train_NMD/main.py, export.py) or NATSR_VERBOSE=1 (every command) leaves TensorFlow's output as it is.
 
 What prints what (TensorFlow 2.21, Linux wheel):
@@ -31,6 +36,28 @@ def add_flag(parser):
                         help="keep TensorFlow's own log output (start-up lines, deprecation notices); "
                              'NATSR_VERBOSE=1 does the same for every command')
     return parser
+
+
+def init(verbose=False, graph=True):
+    """What every command does first, before TensorFlow is imported: quiet(verbose), then, with
+    `graph`, graph_mode() (which imports TensorFlow). Commands that build each of their graphs
+    explicitly in a tf.Graph() (test.py: sr.Generator) need no process-wide mode and pass
+    graph=False, so that they import TensorFlow only when they build a network. Returns quiet's
+    answer."""
+    silent = quiet(verbose)
+    if graph:
+        graph_mode()
+    return silent
+
+
+def graph_mode():
+    """Switch this process to TensorFlow 1 graph mode (placeholders, tf.Session, collections: the
+    style of this port), with resource variables: a read placed under a control dependency (NatSR's
+    G step after its D step, in one session call) sees the updated value; names and checkpoints are
+    those of the original. Call it before any graph is built; calling it again changes nothing."""
+    import tensorflow.compat.v1 as tf
+    tf.disable_v2_behavior()
+    tf.enable_resource_variables()
 
 
 def quiet(verbose=False):

@@ -1,6 +1,7 @@
 """Image input/output and file helpers shared by test.py, the data tools and the trainers."""
 import contextlib
 import os
+import re
 import struct
 import tempfile
 
@@ -23,6 +24,35 @@ def list_images(folder):
         raise FileNotFoundError('%s: no such folder' % folder)
     return sorted(os.path.join(folder, f) for f in os.listdir(folder)
                   if f.lower().endswith(IMAGE_EXTS) and os.path.isfile(os.path.join(folder, f)))
+
+
+def stem(path):
+    """The file name without folder and extension: `baby` for LR/baby.png."""
+    return os.path.splitext(os.path.basename(path))[0]
+
+
+def pair_by_stem(lr_files, hr_files, scale):
+    """{hr: lr} for the LR and HR files that pair by file stem: an LR stem is its HR image's, or that
+    followed by x<scale>, in either case and optionally after _ or - (babyx4, baby_x4, baby-x4 and
+    babyX4 all pair with baby at x4; DIV2K's 0001x4 with 0001). An exact stem wins over a stripped
+    one (LR ax4 pairs with HR ax4 when there is one). Files that pair with nothing are left out;
+    ValueError (one line) when two HR files share a stem or two LR files pair with one HR file."""
+    hr_by_stem = {}
+    for path in hr_files:
+        if stem(path) in hr_by_stem:
+            raise ValueError('HR images %s and %s have the same name' % (hr_by_stem[stem(path)], path))
+        hr_by_stem[stem(path)] = path
+    suffix = re.compile(r'[_-]?[xX]%d$' % scale)
+    lr_of = {}
+    for lr in lr_files:
+        key = stem(lr) if stem(lr) in hr_by_stem else suffix.sub('', stem(lr))
+        hr = hr_by_stem.get(key)
+        if hr in lr_of:
+            raise ValueError('LR images %s and %s both pair with HR image %s'
+                             % (os.path.basename(lr_of[hr]), os.path.basename(lr), hr))
+        if hr is not None:
+            lr_of[hr] = lr
+    return lr_of
 
 
 def read_image(path):
@@ -167,6 +197,12 @@ def _write_png16(path, img):
         writer.write(f, img.reshape(img.shape[0], -1))
 
 
+def modcrop(img, scale):
+    """Crop HxW[xC] at the top-left so that H and W are multiples of `scale`."""
+    h, w = img.shape[:2]
+    return img[:h - h % scale, :w - w % scale]
+
+
 def to_rgb(img):
     """HxW or HxWx{3,4} -> HxWx3 (gray repeated, alpha dropped)."""
     if img.ndim == 2:
@@ -195,6 +231,17 @@ def to_uint8(img):
     if img.dtype == np.uint16:
         return round_half_up(img / 257.0).astype(np.uint8)
     return img
+
+
+def to_rgb8(img):
+    """What the metrics and the training sets take: uint8 (to_uint8) RGB (to_rgb: gray repeated,
+    alpha dropped)."""
+    return to_rgb(to_uint8(img))
+
+
+def read_rgb8(path):
+    """read_image, then to_rgb8: a uint8 RGB image; ImageError if unreadable."""
+    return to_rgb8(read_image(path))
 
 
 def unwritable(folder):

@@ -14,7 +14,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 import tflog  # noqa: E402
 
-tflog.quiet()
+tflog.init()
 import loop  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 from Train_NMD.train import (count_correct, load_records, natural_votes, pair_accuracies,  # noqa: E402

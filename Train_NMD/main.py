@@ -17,7 +17,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 import tflog  # noqa: E402
 
-tflog.quiet('--verbose' in sys.argv[1:])  # before TensorFlow starts (loop imports it)
+tflog.init('--verbose' in sys.argv[1:])  # before TensorFlow starts: log output, graph mode
 import loop  # noqa: E402
 
 loop.select_gpu(sys.argv)

@@ -33,7 +33,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
     import tflog
-    tflog.quiet()
+    tflog.init(graph=False)   # sr.Generator builds its own graphs, as in test.py
     import importlib.util
     import metrics
     import sr
@@ -63,7 +63,7 @@ def main(argv=None):
             outs.append(script.upscale_image(lr, args.scale, lambda rgb: gen(rgb, tile=0)))
             secs.append(time.perf_counter() - t)
         gen.close()
-        rows = [script.score(o, hr, args.scale, '', True, False) for o, (_, hr) in zip(outs, images)]
+        rows = [script.score(o, hr, args.scale, '', ['psnr', 'ssim']) for o, (_, hr) in zip(outs, images)]
         psnr, ssim = np.mean([r['psnr'] for r in rows]), np.mean([r['ssim'] for r in rows])
         if ref is None:
             ref = (psnr, outs)

@@ -30,7 +30,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 import tflog  # noqa: E402
 
-tflog.quiet()
+tflog.init(graph=False)   # sr.Generator builds its own graphs
 import metrics  # noqa: E402
 import utils  # noqa: E402
 from imresize import imresize  # noqa: E402
@@ -60,7 +60,7 @@ def load_set(folder, scale, limit):
     """[(name, HR uint8 RGB, LR uint8 RGB)] of a benchmark folder; gray HR as 3 equal channels."""
     out = []
     for path in utils.list_images(folder)[:limit or None]:
-        hr = metrics.modcrop(utils.to_uint8(utils.to_rgb(utils.read_image(path))), scale)
+        hr = utils.modcrop(utils.read_rgb8(path), scale)
         out.append((os.path.splitext(os.path.basename(path))[0], hr, imresize(hr, 1.0 / scale)))
     return out
 
@@ -77,21 +77,28 @@ def evaluate(items, set_name, methods, scale, generators, with_niqe, base='FRSR'
     the lattice of period 2 x scale: it holds the upsampler's period-`scale` lattice and also catches
     dots whose sign flips from one LR pixel to the next (the first shipped NatSR's)."""
     rows, outputs = [], {}
+    skip = () if with_niqe else ('niqe',)
     for method in methods:
         for name, hr, lr in tqdm(items, desc='x%d %s %s' % (scale, method, set_name), file=sys.stderr, leave=False):
             out = upscale(method, lr, scale, generators)
             first = outputs.setdefault(name, {})
             first[method] = out
-            row = dict(method=method, scale=scale, set=set_name, image=name, psnr=metrics.psnr(out, hr, scale),
-                       ssim=metrics.ssim(out, hr, scale), niqe=metrics.niqe(out, scale) if with_niqe else np.nan,
-                       grid=np.nan)
-            if base in first and method not in (base, 'bicubic'):
-                row['grid'] = metrics.grid(out, first[base], hr, 2 * scale, scale)
-            rows.append(row)
+            own = first.get(base) if method not in (base, 'bicubic') else None
+            rows.append(dict(method=method, scale=scale, set=set_name, image=name,
+                             **scores(out, scale, hr, own, skip)))
     if with_niqe:
-        rows += [dict(method='HR', scale=scale, set=set_name, image=name, psnr=np.nan, ssim=np.nan,
-                      niqe=metrics.niqe(hr, scale), grid=np.nan) for name, hr, _ in items]
+        rows += [dict(method='HR', scale=scale, set=set_name, image=name, **scores(hr, scale, skip=skip))
+                 for name, hr, _ in items]
     return rows, outputs
+
+
+def scores(sr, scale, hr=None, base=None, skip=()):
+    """{name: value} of every metric of metrics.METRICS not in `skip`: NaN where an input it needs
+    (HR, the base model's output) is not given."""
+    given = {'hr': hr, 'base': base}
+    return {name: metrics.measure(name, sr, scale, hr, base)
+            if name not in skip and all(given[k] is not None for k in m.needs) else np.nan
+            for name, m in metrics.METRICS.items()}
 
 
 def summary(rows, method, set_name, key, how=np.mean):
@@ -218,7 +225,7 @@ def plot_crops(images, methods, path, size=64):
 def photo_crops(methods, generators, scale=4):
     """scikit-image's bundled chelsea (the cat's fur, as in `python test.py`'s default job)."""
     import skimage.data
-    hr = metrics.modcrop(skimage.data.chelsea(), scale)
+    hr = utils.modcrop(skimage.data.chelsea(), scale)
     lr = imresize(hr, 1.0 / scale)
     return {'chelsea': dict({m: upscale(m, lr, scale, generators) for m in methods}, HR=hr)}
 
@@ -282,7 +289,7 @@ def main(argv=None):
     text = '\n'.join(report)
     with utils.atomic_path(os.path.join(args.out, 'quality.md')) as tmp, open(tmp, 'w') as f:
         f.write(text)
-    columns = ['method', 'scale', 'set', 'image', 'psnr', 'ssim', 'niqe', 'grid']
+    columns = ['method', 'scale', 'set', 'image'] + list(metrics.METRICS)
     with utils.atomic_path(os.path.join(args.out, 'per_image.csv')) as tmp, open(tmp, 'w', newline='') as f:
         w = csv.writer(f)
         w.writerow(columns)

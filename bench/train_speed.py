@@ -27,7 +27,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 import tflog  # noqa: E402
 
-tflog.quiet()
+tflog.init()
 import numpy as np  # noqa: E402
 
 SHAPES = {'paper': (32, 192), 'small': (4, 96)}   # (batch, HR patch side)

@@ -73,7 +73,7 @@ def parse_args(kind, argv=None):
                    help='folder(s) of HR images (.png .jpg .jpeg .bmp .tif .tiff)')
     p.add_argument('--datapath', nargs='+', metavar='LR_FOLDER',
                    help='optional folder(s) of LR images, one per --labelpath, paired by name: 0001.png '
-                        '<-> 0001.png or 0001x{scale}.png (DIV2K). Each must be HR / scale in size after '
+                        '<-> 0001.png, 0001x{scale}.png (DIV2K) or 0001_x{scale}.png. Each must be HR / scale in size after '
                         'HR is cropped to a multiple of the scale%s. Without it, LR = imresize(HR, 1/scale) '
                         '(MATLAB bicubic)%s' % (
                             '; an image of the HR size is taken as the ILR itself' if nmd else '',
@@ -159,28 +159,19 @@ def list_folder(folder):
     return files
 
 
-def stem(path):
-    return os.path.splitext(os.path.basename(path))[0]
-
-
 def pair(hr_files, lr_folder, scale):
-    """The LR file of every HR file: same name, or the name followed by x{scale} (DIV2K)."""
-    by_stem = {stem(f): f for f in list_folder(lr_folder)}
-    lr_files, missing = [], []
-    for hr in hr_files:
-        s = stem(hr)
-        found = [by_stem[n] for n in (s, '%sx%d' % (s, scale), '%sX%d' % (s, scale)) if n in by_stem]
-        if len(found) > 1:
-            raise DataError('%s: both %s pair with HR image %s' % (
-                lr_folder, ' and '.join(os.path.basename(f) for f in found), hr))
-        if not found:
-            missing.append(os.path.basename(hr))
-        lr_files += found
+    """The LR file of every HR file, by name (utils.pair_by_stem: 0001.png <-> 0001.png, 0001x4.png
+    (DIV2K) or 0001_x4.png)."""
+    try:
+        lr_of = utils.pair_by_stem(list_folder(lr_folder), hr_files, scale)
+    except ValueError as e:
+        raise DataError('%s: %s' % (lr_folder, e))
+    missing = [os.path.basename(hr) for hr in hr_files if hr not in lr_of]
     if missing:
         raise DataError('%s: no LR image for %d of %d HR images (first: %s); an LR image is named like '
-                        'its HR image, optionally followed by x%d (0001.png <-> 0001x%d.png)' % (
-                            lr_folder, len(missing), len(hr_files), ', '.join(missing[:5]), scale, scale))
-    return lr_files
+                        'its HR image, optionally followed by x%d or _x%d (0001.png <-> 0001x%d.png)' % (
+                            lr_folder, len(missing), len(hr_files), ', '.join(missing[:5]), scale, scale, scale))
+    return [lr_of[hr] for hr in hr_files]
 
 
 def find_images(args):
@@ -209,16 +200,11 @@ def hold_out(pairs, args, rng):
     return ([q for i, q in enumerate(pairs) if i not in val], [q for i, q in enumerate(pairs) if i in val])
 
 
-def read_rgb8(path):
-    """uint8 RGB image (gray expanded, alpha dropped, 16 bits rounded to 8); ImageError if unreadable."""
-    return utils.to_uint8(utils.to_rgb(utils.read_image(path)))
-
-
 def degraded(hr, lr_path, scale, kind):
     """The LR (NatSR) or ILR (NMD) image of the modcropped HR `hr`: computed, or read from `lr_path`."""
     if lr_path is None:
         return patches.degrade(hr, scale, kind)
-    lr = read_rgb8(lr_path)
+    lr = utils.read_rgb8(lr_path)
     h, w = hr.shape[:2]
     if kind == 'NMD' and lr.shape[:2] == (h, w):
         return lr                                     # already an ILR image
@@ -258,7 +244,7 @@ class Cut(NamedTuple):
 def cut(hr_path, lr_path, kind, scale, patch, stride, grad_thresh, var_thresh):
     """Read one image pair and cut its kept patches (a `Cut`); runs in a worker process."""
     try:
-        hr = patches.modcrop(read_rgb8(hr_path), scale)
+        hr = utils.modcrop(utils.read_rgb8(hr_path), scale)
         if min(hr.shape[:2]) < patch:
             return Cut(skipped='small')
         image = degraded(hr, lr_path, scale, kind)

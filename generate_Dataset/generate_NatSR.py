@@ -13,7 +13,7 @@ if __package__ in (None, ''):  # run as a script: import from the project root, 
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import tflog  # noqa: E402
 
-tflog.quiet()
+tflog.init(graph=False)
 from generate_Dataset import build  # noqa: E402
 
 

@@ -15,12 +15,6 @@ VAR_THRESH = 0.03        # ... and variance >= VAR_THRESH, both on [0, 1] HR val
 FILTER_MARGIN = 1e-7     # relative: this close to a threshold, the original's float computation decides
 
 
-def modcrop(img, scale):
-    """Crop at the top-left corner to a multiple of `scale` in height and width."""
-    h, w = img.shape[:2]
-    return img[:h - h % scale, :w - w % scale]
-
-
 def degrade(hr, scale, kind):
     """LR = imresize(HR, 1/s) for 'NatSR'; ILR = imresize(LR, s) (same size as HR) for 'NMD'.
 

@@ -9,6 +9,10 @@ SHARED = os.path.abspath(os.environ.get('NATSR_SHARED', os.path.join(ROOT, '..',
 
 import pytest  # noqa: E402
 
+import tflog  # noqa: E402
+
+tflog.graph_mode()  # the tests build graphs as the trainers do (every command calls tflog.init)
+
 
 def shared_path(*parts):
     """Path under ../shared, or skip the test with a clear reason when it is absent."""

@@ -32,6 +32,15 @@ def test_tensorflow_chatter_is_silenced_unless_verbose(verbose):
         assert '--verbose' in res.stdout
 
 
+def test_graph_mode_is_set_by_init_not_by_imports():
+    """Importing the library modules leaves TensorFlow as it is; tflog.init() switches to graph mode."""
+    code = ('import tensorflow as tf, ops, model, loop, distribute, train, sr; before = tf.executing_eagerly(); '
+            'import tflog; tflog.init(); print(before, tf.executing_eagerly())')
+    res = command('-c', code)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ['True', 'False']
+
+
 def test_quiet_follows_the_environment(monkeypatch):
     monkeypatch.setenv(tflog.ENV, '1')
     assert tflog.quiet() is False

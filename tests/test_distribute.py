@@ -401,6 +401,8 @@ def test_batch_must_split_evenly(data, tmp_path):
 if __name__ == '__main__':      # the subprocess of a test
     sys.path.insert(0, ROOT)
     os.chdir(ROOT)
+    import tflog
+    tflog.graph_mode()          # as the trainers run (main.py calls tflog.init)
     if sys.argv[1] == 'compare':
         worker_compare(sys.argv[2], sys.argv[3])
     elif sys.argv[1] == 'ragan':

@@ -19,6 +19,7 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
+import utils
 from conftest import shared_path
 from generate_Dataset import build, patches, records
 from imresize import imresize
@@ -123,7 +124,7 @@ def test_datapath_pairs_by_name_and_matches_computed_lr(tmp_path):
     lr = tmp_path / 'lr'
     os.makedirs(lr)
     for i, f in enumerate(folder_files(hr)):
-        name = os.path.basename(f)[:-4] + ('x2.png' if i else '.png')   # DIV2K and plain names
+        name = os.path.basename(f)[:-4] + ('.png', 'x2.png', '_x2.png')[i % 3]   # plain, DIV2K, and _x2 names
         img = iio.imread(f)
         iio.imwrite(lr / name, imresize(img[:img.shape[0] // 2 * 2, :img.shape[1] // 2 * 2], 0.5))
     a, b = tmp_path / 'a.tfrecord', tmp_path / 'b.tfrecord'
@@ -283,7 +284,7 @@ def test_lr_folder_names_and_sizes(tmp_path, capsys):
     assert msg == 'error: %s: 27x13 pixels, expected 26x13: the HR image, cropped to a multiple of 2 (52x26), ' \
                   'divided by the scale' % (lr / 'im2x2.png')
     iio.imwrite(lr / 'im2.png', np.zeros((13, 26, 3), np.uint8))
-    assert 'both im2.png and im2x2.png pair with HR image' in bad(
+    assert 'LR images im2.png and im2x2.png both pair with HR image' in bad(
         tmp_path, capsys, 'NatSR', '--labelpath', hr, '--datapath', lr, '--scale', 2, '--patch', 16)
 
 
@@ -542,9 +543,9 @@ def test_set5_lr_patches_in_the_tfrecord_equal_the_matlab_crops(tmp_path, scale)
                                 '--tfrecord', str(out)]) == 0
     expected = {}
     for name in ('baby', 'bird', 'butterfly', 'head', 'woman'):
-        hr = build.read_rgb8(os.path.join(folder, 'HR', name + '.bmp'))
+        hr = utils.read_rgb8(os.path.join(folder, 'HR', name + '.bmp'))
         hr = hr[:hr.shape[0] // scale * scale, :hr.shape[1] // scale * scale]
-        lr = build.read_rgb8(os.path.join(folder, 'LR_bicubic', 'X%d' % scale, '%sx%d.png' % (name, scale)))
+        lr = utils.read_rgb8(os.path.join(folder, 'LR_bicubic', 'X%d' % scale, '%sx%d.png' % (name, scale)))
         assert lr.shape[:2] == (hr.shape[0] // scale, hr.shape[1] // scale)
         for y in range(0, hr.shape[0] - p + 1, p // 2):
             for x in range(0, hr.shape[1] - p + 1, p // 2):

@@ -7,8 +7,7 @@ import pytest
 
 from conftest import shared_path
 from imresize import imresize
-from metrics import modcrop
-from utils import read_image, to_rgb
+from utils import modcrop, read_image, to_rgb
 
 SET5 = ('baby', 'bird', 'butterfly', 'head', 'woman')
 

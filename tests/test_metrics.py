@@ -8,8 +8,8 @@ import pytest
 import metrics
 from conftest import shared_path
 from imresize import imresize
-from metrics import evaluate, modcrop, niqe, psnr, rgb_to_y, ssim
-from utils import read_image, to_rgb
+from metrics import evaluate, niqe, psnr, rgb_to_y, ssim
+from utils import modcrop, read_image, to_rgb
 
 SET5 = ('baby', 'bird', 'butterfly', 'head', 'woman')
 # published Set5 bicubic baselines (VDSR / LapSRN / NatSR tables): scale -> (PSNR dB, SSIM)
@@ -104,6 +104,27 @@ def test_niqe_gray_equals_three_channels_and_needs_one_block():
     assert np.isfinite(niqe(gray))
     with pytest.raises(ValueError):
         niqe(gray[:90])
+
+
+def test_metrics_table():
+    """METRICS: each entry's function is the metric's own; what it needs is asked for; the sense of each."""
+    import skimage.data
+    a = skimage.data.chelsea()[:200, :200]
+    b = np.clip(a.astype(int) + np.random.RandomState(12).randint(-30, 30, a.shape), 0, 255).astype(np.uint8)
+    c = np.clip(a.astype(int) + 9, 0, 255).astype(np.uint8)
+    assert list(metrics.METRICS) == ['psnr', 'ssim', 'niqe', 'grid']
+    assert metrics.measure('psnr', b, 2, hr=a) == psnr(b, a, shave=2)
+    assert metrics.measure('ssim', b, 3, hr=a) == ssim(b, a, shave=3)
+    assert metrics.measure('niqe', b, 4) == niqe(b, shave=4)
+    assert metrics.measure('grid', b, 2, hr=a, base=c) == metrics.grid(b, c, a, 4, shave=2)
+    assert evaluate(b, a, 2) == {'psnr': psnr(b, a, shave=2), 'ssim': ssim(b, a, shave=2)}
+    with pytest.raises(ValueError, match='psnr needs hr'):
+        metrics.measure('psnr', b, 2)
+    with pytest.raises(ValueError, match='grid needs base'):
+        metrics.measure('grid', b, 2, hr=a)
+    sense = {n: (m.higher_is_better, m.needs) for n, m in metrics.METRICS.items()}
+    assert sense == {'psnr': (True, ('hr',)), 'ssim': (True, ('hr',)), 'niqe': (False, ()),
+                     'grid': (False, ('hr', 'base'))}
 
 
 def test_niqe_params_shipped_and_cached():

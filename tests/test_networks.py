@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import ops  # noqa: F401  (graph mode)
+import ops
 from conftest import shared_path
 from model import FRACTAL, NMD
 

@@ -8,7 +8,7 @@ import tensorflow.compat.v1 as tf
 
 import metrics
 import utils
-import ops  # noqa: F401  (graph mode)
+
 from conftest import ROOT
 from imresize import imresize
 from test_networks import original_variables, our_variables

@@ -91,6 +91,35 @@ def test_bicubic_set5(tmp_path, scale):
     assert not [f for f in os.listdir(tmp_path / ('bicubic_x%d' % scale)) if f.endswith('.png')]
 
 
+def test_metrics_by_name(tmp_path):
+    """--metrics names the columns of the table and the CSV (metrics.METRICS), in its order; --niqe adds
+    niqe to the default psnr, ssim as before; the values are metrics.measure's."""
+    import shutil
+    import metrics
+    lr, hr = tmp_path / 'lr', tmp_path / 'hr'
+    lr.mkdir()
+    hr.mkdir()
+    for name in ('bird', 'head'):
+        shutil.copy(shared_path('data', 'Set5', 'LR_bicubic', 'X4', name + 'x4.png'), lr)
+        shutil.copy(shared_path('data', 'Set5', 'HR', name + '.bmp'), hr)
+    common = ['--model', 'bicubic', '--datapath', lr, '--labelpath', hr]
+    res = script(*common, '--metrics', 'niqe, SSIM', '--savepath', tmp_path / 'a')
+    assert res.returncode == 0, res.stderr
+    assert [line.split() for line in res.stdout.splitlines() if line.startswith('image')] == [['image', 'NIQE', 'SSIM']]
+    named = job_csv(tmp_path / 'a' / 'bicubic_x4')
+    assert list(named[0])[:3] == ['image', 'niqe', 'ssim']
+    res = script(*common, '--niqe', '--savepath', tmp_path / 'b')
+    assert res.returncode == 0, res.stderr
+    flag = job_csv(tmp_path / 'b' / 'bicubic_x4')
+    assert list(flag[0])[:4] == ['image', 'psnr', 'ssim', 'niqe']
+    sr = utils.to_uint(np.clip(imresize(utils.to_float(utils.read_image(str(lr / 'birdx4.png'))), 4), 0, 1))
+    ref = utils.modcrop(utils.read_rgb8(str(hr / 'bird.bmp')), 4)
+    for rows in (named, flag):
+        assert rows[0]['image'] == 'birdx4.png'
+        assert float(rows[0]['niqe']) == pytest.approx(metrics.measure('niqe', sr, 4), abs=1e-6)
+        assert float(rows[0]['ssim']) == pytest.approx(metrics.measure('ssim', sr, 4, hr=ref), abs=1e-6)
+
+
 def test_default_job_falls_back_to_bicubic(tmp_path):
     import skimage.data
     res = script('--modelpath', tmp_path / 'no_models', '--savepath', tmp_path / 'out')
@@ -271,6 +300,9 @@ def folders(tmp_path):
     (['--datapath', '{t}/lr', '--tile', '0'], 'error: --tile must be a positive number'),
     (['--datapath', '{t}/lr', '--model', 'FRSR', '--blend', '0.5'], 'error: --blend 0.5: the dial takes'),
     (['--datapath', '{t}/lr', '--model', 'NatSR', '--blend', '1.2'], 'error: --blend 1.2: the dial takes'),
+    (['--datapath', '{t}/lr', '--metrics', 'psnr,lpips'], "error: --metrics: unknown metric 'lpips' (one of psnr, ssim"),
+    (['--datapath', '{t}/lr', '--metrics', 'ssim'], 'error: --metrics ssim needs the HR images: --labelpath'),
+    (['--datapath', '{t}/lr', '--metrics', 'grid'], 'error: --metrics grid: needs the output of the model'),
 ])
 def test_bad_inputs(folders, args, message):
     args = [a.format(t=folders) for a in args]
@@ -300,6 +332,8 @@ def test_pairing_by_stem():
     with pytest.raises(mod.UsageError, match='no HR image for babyx2.png'):
         mod.pair_files(['L/babyx2.png'], ['H/baby.bmp'], 4)
     assert mod.pair_files(['L/ax4.png'], ['H/ax4.png'], 4) == [('L/ax4.png', 'H/ax4.png')]
+    assert mod.pair_files(['L/0001-x4.png', 'L/0002X4.png'], ['H/0001.png', 'H/0002.png'], 4) == [
+        ('L/0001-x4.png', 'H/0001.png'), ('L/0002X4.png', 'H/0002.png')]
     with pytest.raises(mod.UsageError, match='both pair with HR'):
         mod.pair_files(['L/a.png', 'L/ax4.png'], ['H/a.png'], 4)
     with pytest.raises(mod.UsageError, match='same name'):

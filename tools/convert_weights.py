@@ -100,7 +100,7 @@ def main(argv=None):
         q.add_argument('--out', required=True)
     args = p.parse_args(argv)
     import tflog
-    tflog.quiet()
+    tflog.init()
     import loop
     try:
         if args.cmd == 'to-npz':

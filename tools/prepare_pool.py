@@ -25,7 +25,7 @@ from generate_Dataset import patches  # noqa: E402
 
 def _one(job):
     path, out, scale, patch, stride = job
-    hr = patches.modcrop(utils.to_rgb(utils.read_image(path)), scale)
+    hr = utils.modcrop(utils.read_rgb8(path), scale)
     kept, rejected = patches.select(hr, patch, stride, scale)    # none when the image is too small
     if not kept:
         return None

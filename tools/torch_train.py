@@ -167,7 +167,7 @@ class Discriminator(nn.Module):
 def _cut(job):
     """The (HR, LR or ILR) patch pairs of one image: at `corners`, or where patches.select keeps them."""
     path, kind, scale, patch, stride, corners = job
-    hr = patches.modcrop(utils.to_rgb(utils.read_image(path)), scale)
+    hr = utils.modcrop(utils.read_rgb8(path), scale)
     if corners is None:
         corners = patches.select(hr, patch, stride, scale)[0]     # none when the image is too small
     image = patches.degrade(hr, scale, kind) if corners else None
