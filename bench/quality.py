@@ -13,9 +13,10 @@ Writes to --out:
 - crops.png: side-by-side x4 crops (bicubic / FRSR / NatSR / HR) of textured patches;
 - per_image.csv: every score.
 
-Grid (metrics.grid): energy of the detail a method adds to FRSR at the 15 frequencies of the x4
-upsampler's 4x4 lattice, over the same energy of the real detail (HR - FRSR); median over BSD100.
-1 = as much as real detail; a visible dot grid is 5 or more.
+Grid (metrics.grid): energy of the detail a method adds to FRSR at the 63 non-zero frequencies of the
+8x8 lattice at x4 (period 2 x scale: the upsampler's 4x4 lattice and dots that flip sign from one LR
+pixel to the next), over the same energy of the real detail (HR - FRSR); median over BSD100.
+1 = as much as real detail; the first shipped NatSR, whose dots were plain to see, scored 9.9.
 """
 import argparse
 import csv
@@ -280,7 +281,8 @@ def main(argv=None):
                 images[s] = outputs
         if scale == 4:
             images['photo'] = photo_crops(methods, generators)
-        report.append(table(rows, scale, methods, {s: len(v) for s, v in sets.items()}))
+        report.append(table([r for r in rows if r['scale'] == scale], scale, methods,
+                            {s: len(v) for s, v in sets.items()}))
         if blends:
             report.append(dial_table([r for r in rows if r['scale'] == 4]))
         for g in generators.values():
@@ -297,7 +299,8 @@ def main(argv=None):
             w.writerow([('%.6g' % r[c]) if isinstance(r[c], float) else r[c] for c in columns])
     if not args.no_niqe:
         plot_perception_distortion(rows, os.path.join(args.out, 'perception_distortion.png'))
-    plot_crops(images, METHODS[4], os.path.join(args.out, 'crops.png'))
+    if images:   # the crops are x4's
+        plot_crops(images, METHODS[4], os.path.join(args.out, 'crops.png'))
     print(text)
     print('written: %s' % ', '.join(sorted(os.listdir(args.out))))
     return 0

@@ -38,6 +38,10 @@ def test_quality_benchmark_writes_table_and_pictures(tmp_path):
     psnr = {(r['method'], r['scale'], r['set']): float(r['psnr']) for r in rows}
     assert 29.7 < psnr[('bicubic', '4', 'Set5')] < 30.7    # bicubic on bird x4: 30.18 dB
     assert psnr[('bicubic', '2', 'Set5')] > psnr[('bicubic', '4', 'Set5')] + 3
+    # each scale's table holds that scale's figures alone (the bicubic rows of x4 and x2 share a name)
+    x2_table = table[table.index('### x2'):]
+    assert '| bicubic | %.2f / ' % psnr[('bicubic', '2', 'Set5')] in x2_table
+    assert '| bicubic | %.2f / ' % psnr[('bicubic', '4', 'Set5')] in table[:table.index('### x2')]
     assert psnr[('FRSR', '4', 'Set5')] < psnr[('bicubic', '4', 'Set5')]  # random weights
     grid = {r['method']: float(r['grid']) for r in rows if r['set'] == 'BSD100' and r['scale'] == '4'}
     assert np.isnan(grid['FRSR']) and np.isfinite(grid['NatSR']) and np.isfinite(grid['NatSR@0.5'])
