@@ -5,6 +5,7 @@ Examples:
     python main.py --model FRSR --gpu 0 --trial 0 --tfrecord_path train_SR_X4.tfrecord
     python main.py --model NatSR --frsr_checkpoint Model/FRSR --nmd_checkpoint Model/NMD
     python main.py --model FRSR --export Model/FRSR     # ship the GEN weights of the trial
+    python main.py --model NatSR --step 3000 --export Model/NatSR --export_raw   # not their moving average
     python main.py --model FRSR --strategy mirrored     # all GPUs of this machine (--num_gpus N)
     TF_CONFIG='{"cluster": {"worker": ["host1:2222", "host2:2222"]}, "task": {"type": "worker", "index": 0}}' \\
         python main.py --model FRSR --strategy multiworker  # one such command on each machine
@@ -28,6 +29,9 @@ import train  # noqa: E402
 
 def main(argv=None):
     parser = tflog.add_flag(distribute.add_flags(loop.config_parser(config, __doc__.split('\n')[0])))
+    parser.add_argument('--export_raw', action='store_true',
+                        help='with --export: ship the GEN weights themselves, not their moving average '
+                             '(which --export ships where the run kept one, --ema_decay)')
     parser.epilog, parser.formatter_class = __doc__.split('\n', 2)[2], argparse.RawDescriptionHelpFormatter
     return loop.run_main(parser, train, argv, 'Model/FRSR')
 

@@ -215,11 +215,13 @@ def train(args):
 
 def export(args, out_prefix):
     """Write the GEN weights of the trial's latest (or --step) checkpoint to `out_prefix`: their
-    moving average where the run kept one (--ema_decay), else the weights themselves."""
+    moving average where the run kept one (--ema_decay), else (or with --export_raw) the weights
+    themselves."""
     trial_dir = os.path.join(args.checkpoint_dir, run_name(args))
     source = (os.path.join(trial_dir, 'model-%d' % args.step) if args.step is not None
               else tf.train.latest_checkpoint(trial_dir))
-    values = ema_weights(source) if source and tf.train.checkpoint_exists(source) else None
+    values = (ema_weights(source) if source and tf.train.checkpoint_exists(source)
+              and not getattr(args, 'export_raw', False) else None)
     if values is not None:
         print('exporting the moving average of the GEN weights of %s' % source)
     loop.export(lambda x: FRACTAL(x, args.scale), 'GEN', trial_dir, args.step, out_prefix, values)

@@ -324,6 +324,10 @@ def test_natsr_ema_of_gen_weights_resumes_and_is_exported(data, tmp_path, capsys
     assert 'moving average' in capsys.readouterr().out
     np.testing.assert_array_equal(values(str(tmp_path / 'NatSR'))[name], ema(trial / 'model-3')[name])
     assert train.ema_weights(frsr) is None
+    # --export_raw ships the weights themselves
+    assert run(3, '--export', str(tmp_path / 'NatSR_raw'), '--export_raw') == 0
+    assert 'moving average' not in capsys.readouterr().out
+    np.testing.assert_array_equal(values(str(tmp_path / 'NatSR_raw'))[name], values(str(trial / 'model-3'))[name])
 
 
 def test_grid_loss_sees_only_a_period_pattern_of_the_error():
