@@ -166,7 +166,7 @@ def main(argv=None):
         batch, patch = SHAPES[shape]
         for stage in args.stages.split(','):
             sec = time_stage(stage, batch, patch, args.iters, args.precision)
-            print('| %s | %s | %d | %d | %.2f | %.1f |' % (stage, shape, batch, patch, sec, batch / sec), flush=True)
+            print('| %s | %s | %d | %d | %.3f | %.1f |' % (stage, shape, batch, patch, sec, batch / sec), flush=True)
     return 0
 
 
