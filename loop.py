@@ -134,6 +134,15 @@ def restore_matching(sess, prefix, scope):
     return sorted(v.op.name for v in weights(scope) if v not in match)
 
 
+def moving_averages(prefix, scope):
+    """{weight name: its moving average} of `scope` in checkpoint `prefix` (a run with
+    --ema_decay), or None when it holds none."""
+    reader = tf.train.load_checkpoint(prefix)
+    suffix = '/ExponentialMovingAverage'
+    names = [n for n in reader.get_variable_to_shape_map() if n.startswith(scope + '/') and n.endswith(suffix)]
+    return {n[:-len(suffix)]: reader.get_tensor(n) for n in names} or None
+
+
 def assign_values(sess, variables, values):
     """Load `values` (name -> array) into `variables`: the names and shapes must match exactly."""
     names = {v.op.name: v for v in variables}
@@ -445,10 +454,11 @@ def train_loop(sess, fetches, step, saver, trial_dir, max_steps, checkpoint_inte
     return current, losses
 
 
-def export(build, scope, trial_dir, step, out_prefix, values=None):
+def export(build, scope, trial_dir, step, out_prefix, values=None, average=False):
     """Write the shipping checkpoint `out_prefix` (.index, .data, .meta): the variables of
     `scope` alone, restored from the trial's checkpoint of `step` (None: the latest, as
-    restore_checkpoint finds it; recorded in the trial's exported.json, so never pruned), or taken
+    restore_checkpoint finds it; recorded in the trial's exported.json, so never pruned) -- with
+    `average`, their moving averages where the checkpoint holds them (moving_averages) -- or taken
     from `values` (a dict variable name -> array, e.g. weights trained by tools/torch_train.py),
     in a fresh inference graph made by `build(placeholder)` (which fills the InNOut collection).
     Atomic: the files are written in a temporary folder and moved in place."""
@@ -465,11 +475,21 @@ def export(build, scope, trial_dir, step, out_prefix, values=None):
         try:
             with tf.Session(config=session_config()) as sess:
                 if values is None:
-                    step = restore_checkpoint(trial_dir, step, lambda p: restore_scope(sess, p, scope, 'training'))
+                    kind = []
+
+                    def restore(prefix):
+                        check_checkpoint(prefix, scope, 'training')
+                        averages = moving_averages(prefix, scope) if average else None
+                        if averages:
+                            assign_values(sess, variables, averages)
+                        else:
+                            tf.train.Saver(var_list=variables).restore(sess, prefix)
+                        kind[:] = ['the moving average of the %s weights of ' % scope if averages else '']
+                    step = restore_checkpoint(trial_dir, step, restore)
                     if step is None:
                         raise TrainingError('%s: no checkpoint to export' % trial_dir)
                     exported_steps(trial_dir)  # its record must be readable before anything is written
-                    source = checkpoint_prefix(trial_dir, step)
+                    source = kind[0] + checkpoint_prefix(trial_dir, step)
                 else:
                     assign_values(sess, variables, values)
                     source = 'given weights'

@@ -119,9 +119,10 @@ class Trainer(object):
 def grid_loss(sr, hr, period):
     """Mean |deviation| of the period x period phase means of SR - HR from their mean, per patch and
     channel: the error's component at the frequencies of a pattern that repeats every `period`
-    pixels, i.e. a dot grid that HR does not have. NatSR uses period 2 x scale: the upsampler's
-    own period (scale, what metrics.grid measures) and patterns that alternate from one LR pixel to
-    the next (the first NatSR's dots: a period-4 lattice whose sign flips every LR pixel)."""
+    pixels, i.e. a dot grid that HR does not have. NatSR uses period 2 x scale, the period at which
+    bench/quality.py measures the grid (metrics.METRICS['grid']): it holds the upsampler's own
+    period and patterns that alternate from one LR pixel to the next (the first NatSR's dots: a
+    period-4 lattice whose sign flips every LR pixel)."""
     _, h, w, c = sr.get_shape().as_list()
     err = tf.reshape(sr - hr, [-1, h // period, period, w // period, period, c])
     phases = tf.reduce_mean(err, axis=[1, 3])
@@ -218,18 +219,5 @@ def export(args, out_prefix):
     moving average where the run kept one (--ema_decay), else (or with --export_raw) the weights
     themselves."""
     trial_dir = os.path.join(args.checkpoint_dir, run_name(args))
-    source = (os.path.join(trial_dir, 'model-%d' % args.step) if args.step is not None
-              else tf.train.latest_checkpoint(trial_dir))
-    values = (ema_weights(source) if source and tf.train.checkpoint_exists(source)
-              and not getattr(args, 'export_raw', False) else None)
-    if values is not None:
-        print('exporting the moving average of the GEN weights of %s' % source)
-    loop.export(lambda x: FRACTAL(x, args.scale), 'GEN', trial_dir, args.step, out_prefix, values)
-
-
-def ema_weights(prefix, scope='GEN'):
-    """{weight name: its moving average} from checkpoint `prefix`, or None when it holds none."""
-    reader = tf.train.load_checkpoint(prefix)
-    suffix = '/ExponentialMovingAverage'
-    names = [n for n in reader.get_variable_to_shape_map() if n.startswith(scope + '/') and n.endswith(suffix)]
-    return {n[:-len(suffix)]: reader.get_tensor(n) for n in names} or None
+    loop.export(lambda x: FRACTAL(x, args.scale), 'GEN', trial_dir, args.step, out_prefix,
+                average=not getattr(args, 'export_raw', False))

@@ -308,7 +308,7 @@ def test_natsr_ema_of_gen_weights_resumes_and_is_exported(data, tmp_path, capsys
     assert run(2) == 0
     trial = tmp_path / 'ck' / 'NatSR_x4_trial0'
     w0, w1, w2 = values(frsr, 'GEN/'), values(str(trial / 'model-1'), 'GEN/'), values(str(trial / 'model-2'), 'GEN/')
-    ema = lambda prefix: train.ema_weights(str(prefix))  # noqa: E731
+    ema = lambda prefix: loop.moving_averages(str(prefix), 'GEN')  # noqa: E731
     name = 'GEN/conv_out/conv2d/kernel'
     # the average starts at the FRSR weights: a1 = d w0 + (1 - d) w1, a2 = d a1 + (1 - d) w2
     a1 = 0.75 * w0[name] + 0.25 * w1[name]
@@ -323,7 +323,9 @@ def test_natsr_ema_of_gen_weights_resumes_and_is_exported(data, tmp_path, capsys
     assert run(3, '--export', str(tmp_path / 'NatSR')) == 0
     assert 'moving average' in capsys.readouterr().out
     np.testing.assert_array_equal(values(str(tmp_path / 'NatSR'))[name], ema(trial / 'model-3')[name])
-    assert train.ema_weights(frsr) is None
+    import json   # recorded like any export, so pruning keeps the checkpoint it came from
+    assert json.load(open(trial / 'exported.json')) == {'model-3': [str(tmp_path / 'NatSR')]}
+    assert loop.moving_averages(frsr, 'GEN') is None
     # --export_raw ships the weights themselves
     assert run(3, '--export', str(tmp_path / 'NatSR_raw'), '--export_raw') == 0
     assert 'moving average' not in capsys.readouterr().out
