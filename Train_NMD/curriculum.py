@@ -1,5 +1,5 @@
 """The sigma / alpha curriculum of the NMD (numpy only: shared by Train_NMD/train.py and
-tools/torch_train.py)."""
+tools/torch_mirror)."""
 import numpy as np
 
 HISTORY = 100  # capacity of the accuracy windows kept in the checkpoint (acc_window <= 100)

@@ -1,6 +1,6 @@
 """The two unnatural classes of the NMD: DCT-noisy and blurry images.
 
-TensorFlow is imported by inject_dct alone, so that tools/torch_train.py (PyTorch, on a machine
+TensorFlow is imported by inject_dct alone, so that tools/torch_mirror (PyTorch, on a machine
 without TensorFlow) shares the DCT basis, the coefficient mask and `blur` with the TF trainer."""
 import numpy as np
 

@@ -27,7 +27,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-for path in (ROOT, HERE):
+for path in (ROOT, HERE, os.path.join(ROOT, 'tools')):   # tools/: the PyTorch peer, torch_mirror.networks
     if path not in sys.path:
         sys.path.insert(0, path)
 
@@ -163,10 +163,10 @@ class TFEngine(object):
 class TorchEngine(object):
     def __init__(self, scale, weights, layout):
         import torch
-        import torch_frsr
-        self.torch, self.mod = torch, torch_frsr
+        from torch_mirror import networks
+        self.torch = torch
         self.channels_last = layout == 'channels_last'
-        net = torch_frsr.load_tf_weights(torch_frsr.Fractal(scale).eval(), weights)
+        net = networks.load_tf_weights(networks.Fractal(scale).eval(), weights)
         self.net = net.to(memory_format=torch.channels_last) if self.channels_last else net
         self.scale = scale
         self.name = 'PyTorch fp32'

@@ -205,7 +205,7 @@ def test_tile_batch_from_memory():
     assert sr.tile_batch(100, 4, budget=1 << 60) == 16
 
 
-# ---------------------------------------------------------------- the benchmark's counting and its PyTorch peer
+# ---------------------------------------------------------------- the benchmark's counting (its PyTorch peer: test_torch_mirror.py)
 
 def test_counted_multiply_adds():
     sys.path.insert(0, os.path.join(ROOT, 'bench'))
@@ -214,22 +214,6 @@ def test_counted_multiply_adds():
     assert abs(2 * speed.macs(128, 128, 4) / 1e9 - 177.7) < 0.1
     # the tiled case counts each tile with its context
     assert speed.tiled_macs(384, 510, 4, 256) > 1.4 * speed.macs(384, 510, 4)
-
-
-@pytest.mark.parametrize('scale', [4, 3])
-def test_torch_peer_equals_tensorflow(scale):
-    torch = pytest.importorskip('torch', reason='PyTorch is an optional benchmark dependency (requirements-bench.txt)')
-    sys.path.insert(0, os.path.join(ROOT, 'bench'))
-    import torch_frsr
-    torch.set_num_threads(1)
-    gen = sr.Generator(scale, seed=scale)
-    lr = smooth_image(11, 9, seed=scale)
-    net = torch_frsr.load_tf_weights(torch_frsr.Fractal(scale).eval(), gen.weights())
-    want = gen(lr, tile=0)
-    for layout in (False, True):
-        got = torch_frsr.run(net.to(memory_format=torch.channels_last) if layout else net, lr, layout)
-        assert got.shape == want.shape and np.abs(got - want).max() < 1e-4
-    gen.close()
 
 
 # ---------------------------------------------------------------- bench/speed.py --memory
@@ -251,11 +235,11 @@ def test_memory_child_of_the_peer_loads_no_tensorflow(tmp_path):
     so its resident memory is the peer's own."""
     torch = pytest.importorskip('torch', reason='PyTorch is an optional benchmark dependency (requirements-bench.txt)')
     bench = os.path.join(ROOT, 'bench')
-    sys.path.insert(0, bench)
-    import torch_frsr
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    from torch_mirror import networks
     torch.manual_seed(0)
     npz = str(tmp_path / 'weights.npz')
-    np.savez(npz, **torch_frsr.tf_weights(torch_frsr.Fractal(2)))
+    np.savez(npz, **networks.tf_weights(networks.Fractal(2)))
     code = ('import sys; sys.path[:0] = [%r, %r]; import speed; '
             "speed.main(['--memory-child', 'torch', '12', '--scale', '2', '--threads', '1', '--weights-npz', %r]); "
             "print('tensorflow' in sys.modules)" % (ROOT, bench, npz))
