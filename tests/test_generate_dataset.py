@@ -179,13 +179,13 @@ def test_interrupt_while_writing_keeps_old_output_and_leaves_no_temp(tmp_path, m
     common = ['--labelpath', hr, '--scale', 2, '--patch', 16, '--stride', 6, '--tfrecord', out]
     assert gen('NatSR', *common) == 0
     old, old_side = out.read_bytes(), (tmp_path / 'o' / 'x.tfrecord.json').read_bytes()
-    real = records.Writer.write_pairs
+    real = build.frame_records
 
-    def interrupted(self, labels, images):
-        real(self, labels[:10], images[:10])              # some records written, then Ctrl-C
+    def interrupted(tfrecord, at, stores, which, offsets, modes, *rest):
+        real(tfrecord, at, stores, which[:10], offsets[:10], modes[:10], *rest)   # some written, then Ctrl-C
         raise KeyboardInterrupt
-    monkeypatch.setattr(records.Writer, 'write_pairs', interrupted)
-    assert gen('NatSR', *common, '--seed', 1) == 130
+    monkeypatch.setattr(build, 'frame_records', interrupted)
+    assert gen('NatSR', *common, '--seed', 1, '--workers', 1) == 130   # pass 2 in this process
     assert 'interrupted' in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path / 'o')) == ['x.tfrecord', 'x.tfrecord.json']
     assert out.read_bytes() == old and (tmp_path / 'o' / 'x.tfrecord.json').read_bytes() == old_side
@@ -484,7 +484,7 @@ class FullDisk:
 
     def __call__(self, path, mode='r', *args, **kwargs):
         f = builtins.open(path, mode, *args, **kwargs)
-        return f if mode.startswith('r') else _Filling(f, self)
+        return f if mode.startswith('r') and '+' not in mode else _Filling(f, self)
 
 
 class _Filling:
@@ -508,9 +508,13 @@ class _Filling:
         self.f.close()
 
 
-@pytest.mark.parametrize('room', [20000, 440000], ids=['pass 1', 'pass 2'])
-def test_full_disk_is_one_line_and_leaves_the_old_output(tmp_path, monkeypatch, capsys, room):
-    """The raw records take 428,544 bytes (432 records): 20 kB fills up in pass 1, 440 kB in pass 2."""
+@pytest.mark.parametrize('room,workers,stage', [(20000, 1, 1), (60000, 1, 2), (500, 2, 1), (60000, 2, 2)],
+                         ids=['pass 1', 'pass 2', 'pass 1 in workers', 'pass 2 in workers'])
+def test_full_disk_is_one_line_and_leaves_the_old_output(tmp_path, monkeypatch, capsys, room, workers, stage):
+    """54 patches kept, 432 records: pass 1 writes 51,840 bytes of patches (and 3,456 of shard
+    indices), pass 2 a 434 kB TFRecord in one run of records: 20 kB fills up in pass 1, 60 kB in
+    pass 2. Each worker process counts its own room (a fork's copy): 500 bytes fill up with the
+    first image's patches, 60 kB with pass 2's run of records, whichever worker writes it."""
     hr = make_images(tmp_path / 'hr')
     out = tmp_path / 'o' / 'x.tfrecord'
     common = ['--labelpath', hr, '--scale', 2, '--patch', 16, '--stride', 6, '--tfrecord', out]
@@ -519,10 +523,10 @@ def test_full_disk_is_one_line_and_leaves_the_old_output(tmp_path, monkeypatch, 
     capsys.readouterr()
     for module in (build, records):
         monkeypatch.setattr(module, 'open', FullDisk(room), raising=False)
-    assert gen('NatSR', *common, '--seed', 1) == 2
+    assert gen('NatSR', *common, '--seed', 1, '--workers', workers) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == 'error: %s: cannot write (%s)' % (out, os.strerror(errno.ENOSPC))
-    assert ('shuffling' in '\n'.join(err)) == (room > 428544)          # where it stopped
+    assert ('shuffling' in '\n'.join(err)) == (stage == 2)              # where it stopped
     assert sorted(os.listdir(tmp_path / 'o')) == ['x.tfrecord', 'x.tfrecord.json']   # no partial file
     assert out.read_bytes() == old and (tmp_path / 'o' / 'x.tfrecord.json').read_bytes() == old_side
 
