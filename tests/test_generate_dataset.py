@@ -398,6 +398,9 @@ EB06439 = {
     'n_val.tfrecord': 'd746c19b5056ad47f0a72d5be7b90b392e2f3b3e2ff586000ff0334c10519007',
     'b.tfrecord': '0c7ad418785c9a009adeaeae537b3e6c6e15657a47bd8787aa1be58a845611b6',
 }
+D6099B1 = {    # from the last generator that shuffled the records themselves (d6099b1)
+    'c.tfrecord': 'f8cacc6257cce8738436d004ba6cdb914114b857dd6469533f998134ef7b2bdb',
+}
 
 
 @pytest.mark.parametrize('workers', [1, 3])
@@ -409,7 +412,9 @@ def test_same_bytes_as_before_serial_and_parallel(tmp_path, monkeypatch, workers
     monkeypatch.setattr(build, 'MAX_SHARDS', 2)           # oversized shards dealt out again
     assert gen('NatSR', '--labelpath', hr, '--scale', 3, '--patch', 15, '--stride', 4, '--workers', workers,
                '--tfrecord', tmp_path / 'b.tfrecord', '--shard_mb', 0.004) == 0
-    for name, digest in EB06439.items():
+    monkeypatch.setattr(build, 'MAX_SHARDS', 16)          # dealt out again into fewer than MAX_SHARDS
+    assert gen('NatSR', *common, '--tfrecord', tmp_path / 'c.tfrecord', '--seed', 7, '--shard_mb', 0.02) == 0
+    for name, digest in {**EB06439, **D6099B1}.items():
         assert hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() == digest, name
     meta = records.load_sidecar(str(tmp_path / 'a.tfrecord'))
     assert 'workers' not in meta['options']               # the sidecar does not depend on it either
