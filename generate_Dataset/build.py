@@ -97,11 +97,12 @@ def parse_args(kind, argv=None):
     p.add_argument('--seed', type=int, default=0, help='shuffle%s seed (default %%(default)s)' % (
         ' and hold-out' if nmd else ''))
     p.add_argument('--shard_mb', type=float, default=256,
-                   help='largest temporary shard held in memory, MB (default %(default)s)')
+                   help='largest temporary shard of the shuffle, MB of records (the main process holds 8 '
+                        'bytes per record of one shard); the order depends on it (default %(default)s)')
     p.add_argument('--workers', type=int, default=usable_cpus(),
-                   help='processes reading and cutting images; 1 = all in this process; the output is '
-                        'the same whatever the number (default: the CPUs this process may use, '
-                        '%(default)s here)')
+                   help='processes cutting the images (pass 1) and writing the records (pass 2); 1 = all in '
+                        'this process; the output is the same whatever the number (default: the CPUs this '
+                        'process may use, %(default)s here)')
     if nmd:
         p.add_argument('--val_fraction', type=float, default=0.05,
                        help='fraction of the images held out for validation, at least one when > 0 '
@@ -373,6 +374,7 @@ class Workers:
             p.kill()                                   # work in flight is not waited for
         for p in self.procs:
             p.join()
+        self.procs = []
 
     def map(self, calls, ahead):
         """The result of every (function name, args) of the iterable `calls`, in order; each idle
@@ -567,7 +569,8 @@ class ShuffleWriter:
             parts = [[] for _ in range(min(MAX_SHARDS, 2 * math.ceil(n * self.size / self.shard_bytes)))]
             chunk = max(1, self.shard_bytes // (2 * self.size))
             for i in range(0, n, chunk):
-                for k, part in self._deal(codes[i:i + chunk], self.rng.integers(len(parts), size=len(codes[i:i + chunk]))):
+                some = codes[i:i + chunk]
+                for k, part in self._deal(some, self.rng.integers(len(parts), size=len(some))):
                     parts[k].append(part)
             for part in parts:
                 yield from self._drain(np.concatenate(part) if part else codes[:0])
@@ -627,6 +630,8 @@ def run(kind, args):
                 writers[name] = stack.enter_context(ShuffleWriter(
                     out, label_shape, image_shape, rng, estimate_bytes(items, args, record_bytes * n_aug),
                     args.shard_mb * 2 ** 20))
+        if pool:
+            stack.callback(pool.__exit__)             # the workers write in the work folders: stopped first
         bar = stack.enter_context(tqdm(total=len(pairs), desc='images', unit='img', file=sys.stderr))
         calls = (('store', (hr, lr, writers[split_of[hr]].dir, sets[split_of[hr]][0], options)) for hr, lr in pairs)
         for (hr_path, _), c in zip(pairs, run_calls(pool, calls, ahead=2 * workers)):
