@@ -110,17 +110,31 @@ class Writer:
     def write_pairs(self, labels, images):
         """One record per row of the uint8 arrays `labels` (N x label bytes) and `images` (N x image
         bytes), framed all at once: the bytes of `write(serialize(label, image))` row after row."""
-        head, middle = example_parts(labels.shape[1], images.shape[1])
-        length = _length_header(len(head) + images.shape[1] + len(middle) + labels.shape[1])
-        columns = [np.frombuffer(length + head, np.uint8), images, np.frombuffer(middle, np.uint8), labels]
-        out = np.empty((len(labels), sum(c.shape[-1] for c in columns) + 4), np.uint8)
-        at = 0
-        for c in columns:                                    # constant parts broadcast to every row
-            out[:, at:at + c.shape[-1]] = c
-            at += c.shape[-1]
-        crcs = np.array([_masked_crc(row) for row in out[:, len(length):at]], '<u4')
-        out[:, at:] = crcs.view(np.uint8).reshape(-1, 4)
-        self.file.write(out)
+        rows, image_cols, label_cols = frame(len(labels), labels.shape[1], images.shape[1])
+        rows[:, image_cols], rows[:, label_cols] = images, labels
+        self.file.write(seal(rows))
+
+
+def frame(n, label_len, image_len):
+    """(rows, image columns, label columns): an n x (framed record size) uint8 array holding the
+    constant bytes of n framed records of a `label_len`-byte label and an `image_len`-byte image,
+    and the column slices where each row's image and label go. Fill those, then `seal` it: each
+    row is then the bytes of `Writer.write(serialize(label, image))`."""
+    head, middle = example_parts(label_len, image_len)
+    length = _length_header(len(head) + image_len + len(middle) + label_len)
+    widths = [len(length + head), image_len, len(middle), label_len]
+    rows = np.empty((n, sum(widths) + 4), np.uint8)
+    at = np.cumsum([0] + widths)
+    rows[:, :at[1]] = np.frombuffer(length + head, np.uint8)      # constant parts broadcast to every row
+    rows[:, at[2]:at[3]] = np.frombuffer(middle, np.uint8)
+    return rows, slice(at[1], at[2]), slice(at[3], at[4])
+
+
+def seal(rows):
+    """Write the masked crc32c of every record of the `frame` rows into their last 4 bytes; `rows`."""
+    crcs = np.array([_masked_crc(row) for row in rows[:, 12:-4]], '<u4')
+    rows[:, -4:] = crcs.view(np.uint8).reshape(-1, 4)
+    return rows
 
 
 def writer(path):

@@ -179,13 +179,13 @@ def test_interrupt_while_writing_keeps_old_output_and_leaves_no_temp(tmp_path, m
     common = ['--labelpath', hr, '--scale', 2, '--patch', 16, '--stride', 6, '--tfrecord', out]
     assert gen('NatSR', *common) == 0
     old, old_side = out.read_bytes(), (tmp_path / 'o' / 'x.tfrecord.json').read_bytes()
-    real = records.Writer.write_pairs
+    real = build.frame_records
 
-    def interrupted(self, labels, images):
-        real(self, labels[:10], images[:10])              # some records written, then Ctrl-C
+    def interrupted(tfrecord, at, stores, which, offsets, modes, *rest):
+        real(tfrecord, at, stores, which[:10], offsets[:10], modes[:10], *rest)   # some written, then Ctrl-C
         raise KeyboardInterrupt
-    monkeypatch.setattr(records.Writer, 'write_pairs', interrupted)
-    assert gen('NatSR', *common, '--seed', 1) == 130
+    monkeypatch.setattr(build, 'frame_records', interrupted)
+    assert gen('NatSR', *common, '--seed', 1, '--workers', 1) == 130   # pass 2 in this process
     assert 'interrupted' in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path / 'o')) == ['x.tfrecord', 'x.tfrecord.json']
     assert out.read_bytes() == old and (tmp_path / 'o' / 'x.tfrecord.json').read_bytes() == old_side
@@ -398,6 +398,9 @@ EB06439 = {
     'n_val.tfrecord': 'd746c19b5056ad47f0a72d5be7b90b392e2f3b3e2ff586000ff0334c10519007',
     'b.tfrecord': '0c7ad418785c9a009adeaeae537b3e6c6e15657a47bd8787aa1be58a845611b6',
 }
+D6099B1 = {    # from the last generator that shuffled the records themselves (d6099b1)
+    'c.tfrecord': 'f8cacc6257cce8738436d004ba6cdb914114b857dd6469533f998134ef7b2bdb',
+}
 
 
 @pytest.mark.parametrize('workers', [1, 3])
@@ -409,7 +412,9 @@ def test_same_bytes_as_before_serial_and_parallel(tmp_path, monkeypatch, workers
     monkeypatch.setattr(build, 'MAX_SHARDS', 2)           # oversized shards dealt out again
     assert gen('NatSR', '--labelpath', hr, '--scale', 3, '--patch', 15, '--stride', 4, '--workers', workers,
                '--tfrecord', tmp_path / 'b.tfrecord', '--shard_mb', 0.004) == 0
-    for name, digest in EB06439.items():
+    monkeypatch.setattr(build, 'MAX_SHARDS', 16)          # dealt out again into fewer than MAX_SHARDS
+    assert gen('NatSR', *common, '--tfrecord', tmp_path / 'c.tfrecord', '--seed', 7, '--shard_mb', 0.02) == 0
+    for name, digest in {**EB06439, **D6099B1}.items():
         assert hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() == digest, name
     meta = records.load_sidecar(str(tmp_path / 'a.tfrecord'))
     assert 'workers' not in meta['options']               # the sidecar does not depend on it either
@@ -484,7 +489,7 @@ class FullDisk:
 
     def __call__(self, path, mode='r', *args, **kwargs):
         f = builtins.open(path, mode, *args, **kwargs)
-        return f if mode.startswith('r') else _Filling(f, self)
+        return f if mode.startswith('r') and '+' not in mode else _Filling(f, self)
 
 
 class _Filling:
@@ -508,9 +513,13 @@ class _Filling:
         self.f.close()
 
 
-@pytest.mark.parametrize('room', [20000, 440000], ids=['pass 1', 'pass 2'])
-def test_full_disk_is_one_line_and_leaves_the_old_output(tmp_path, monkeypatch, capsys, room):
-    """The raw records take 428,544 bytes (432 records): 20 kB fills up in pass 1, 440 kB in pass 2."""
+@pytest.mark.parametrize('room,workers,stage', [(20000, 1, 1), (60000, 1, 2), (500, 2, 1), (60000, 2, 2)],
+                         ids=['pass 1', 'pass 2', 'pass 1 in workers', 'pass 2 in workers'])
+def test_full_disk_is_one_line_and_leaves_the_old_output(tmp_path, monkeypatch, capsys, room, workers, stage):
+    """54 patches kept, 432 records: pass 1 writes 51,840 bytes of patches (and 3,456 of shard
+    indices), pass 2 a 434 kB TFRecord in one run of records: 20 kB fills up in pass 1, 60 kB in
+    pass 2. Each worker process counts its own room (a fork's copy): 500 bytes fill up with the
+    first image's patches, 60 kB with pass 2's run of records, whichever worker writes it."""
     hr = make_images(tmp_path / 'hr')
     out = tmp_path / 'o' / 'x.tfrecord'
     common = ['--labelpath', hr, '--scale', 2, '--patch', 16, '--stride', 6, '--tfrecord', out]
@@ -519,10 +528,10 @@ def test_full_disk_is_one_line_and_leaves_the_old_output(tmp_path, monkeypatch, 
     capsys.readouterr()
     for module in (build, records):
         monkeypatch.setattr(module, 'open', FullDisk(room), raising=False)
-    assert gen('NatSR', *common, '--seed', 1) == 2
+    assert gen('NatSR', *common, '--seed', 1, '--workers', workers) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == 'error: %s: cannot write (%s)' % (out, os.strerror(errno.ENOSPC))
-    assert ('shuffling' in '\n'.join(err)) == (room > 428544)          # where it stopped
+    assert ('shuffling' in '\n'.join(err)) == (stage == 2)              # where it stopped
     assert sorted(os.listdir(tmp_path / 'o')) == ['x.tfrecord', 'x.tfrecord.json']   # no partial file
     assert out.read_bytes() == old and (tmp_path / 'o' / 'x.tfrecord.json').read_bytes() == old_side
 
