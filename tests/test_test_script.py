@@ -561,7 +561,7 @@ def test_bombs_and_images_too_large_for_memory_fail_alone(folders, monkeypatch, 
     mod = load_script_module()
     (folders / 'lr' / 'bomb.png').write_bytes(png_header(15000, 15000))
     utils.save_image(str(folders / 'lr' / 'large.png'), random_image((64, 64, 3), 4))
-    monkeypatch.setattr(mod.srlib, 'available_memory', lambda: 1 << 20)   # 1 MB free
+    monkeypatch.setattr(mod.memory, 'available_memory', lambda: 1 << 20)   # 1 MB free
     code = mod.main(['--model', 'bicubic', '--scale', '2', '--datapath', str(folders / 'lr'), '--save',
                      '--savepath', str(folders / 'out')])
     err = capsys.readouterr().err.replace('\r', '\n').splitlines()
