@@ -12,6 +12,8 @@ Anything else is a PrecisionError naming what is missing: never a silent fallbac
 """
 import os
 
+from utils import proc_field
+
 PRECISIONS = ('fp32', 'tf32', 'bf16', 'fp16')  # test.py --precision
 TRAIN_PRECISIONS = ('fp32', 'bf16')              # the trainers' --precision (mixed: fp32 weights and loss)
 CPU_BF16_FLAGS = ('avx512_bf16', 'amx_bf16')     # /proc/cpuinfo flags of CPUs with bfloat16 arithmetic
@@ -54,27 +56,12 @@ def session_config(precision='fp32'):
 
 def cpu_flags():
     """The CPU feature flags of /proc/cpuinfo (empty where it cannot be read)."""
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith(('flags', 'Features')):
-                    return set(line.split(':', 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    return set((proc_field('/proc/cpuinfo', 'flags', 'Features') or '').split())
 
 
 def cpu_model():
     """The CPU's model name and core count, e.g. 'AMD EPYC, 2 cores'."""
-    name = None
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    name = line.split(':', 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    name = (proc_field('/proc/cpuinfo', 'model name') or '').strip()
     import platform
     return '%s, %d cores' % (name or platform.processor() or platform.machine(), os.cpu_count() or 1)
 

@@ -2,6 +2,7 @@
 
     python export.py --model FRSR --modelpath Model --out exported/FRSR_x4
     python export.py --checkpoint runs/FRSR_x4_trial0/model-500 --scale 4 --out exported/mine
+    python export.py --checkpoint runs/FRSR_x2_trial0/model-500 --scale 2 --arch MYNET --out exported/mynet
 
 Signature `serving_default`: input `image`, uint8 [N, H, W, 3] RGB (any N, H, W; one image is
 `img[None]`), output `image`, uint8 [N, sH, sW, 3]. The pixels are those `test.py` writes for an

@@ -3,17 +3,13 @@ included), the free GPU memory, this process's resident memory, and the peak of 
 TensorFlow is imported only by peak_bytes."""
 import os
 
+from utils import proc_field
+
 
 def available_memory():
     """Bytes of host memory this process may still use (MemAvailable, capped by a cgroup limit)."""
-    avail = None
-    try:
-        with open('/proc/meminfo') as f:
-            for line in f:
-                if line.startswith('MemAvailable:'):
-                    avail = int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    field = proc_field('/proc/meminfo', 'MemAvailable:')
+    avail = int(field.split()[0]) * 1024 if field else None
     if avail is None:
         try:
             avail = os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
@@ -44,13 +40,9 @@ def reset_peak_rss():
 
 def rss_bytes(field='VmHWM'):
     """This process's resident memory, bytes: VmHWM (peak since the last reset) or VmRSS (now)."""
-    try:
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith(field + ':'):
-                    return int(line.split()[1]) << 10
-    except OSError:
-        pass
+    value = proc_field('/proc/self/status', field + ':')
+    if value:
+        return int(value.split()[0]) << 10
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss << 10
 

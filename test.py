@@ -6,7 +6,8 @@
 
 Models: NatSR and FRSR (x4), FRSR_x2, FRSR_x3, and `bicubic` (MATLAB bicubic, x`--scale`, 4 by
 default). The checkpoint is `<modelpath>/<model>` (the original release's `Model/NatSR.index` /
-`.data-*`), or the newest checkpoint of a folder that holds a `checkpoint` file.
+`.data-*`), or the newest checkpoint of a folder that holds a `checkpoint` file. The network is FRACTAL,
+or with `--arch NAME` another generator registered in model.py (model.GENERATORS).
 
 Images (PNG, JPEG, BMP, TIFF, WebP): gray is super-resolved as 3 equal channels and saved gray (the
 channel mean of the output); an alpha channel is upscaled with bicubic and re-attached; 16-bit

@@ -244,6 +244,19 @@ def read_rgb8(path):
     return to_rgb8(read_image(path))
 
 
+def proc_field(path, *keys):
+    """The text after the colon of the first line of `path` (a /proc file) that starts with one of
+    `keys`, or None where there is none or the file cannot be read."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(keys):
+                    return line.split(':', 1)[1]
+    except OSError:
+        pass
+    return None
+
+
 def error_line(e):
     """The line of an exception's message that says what went wrong: TensorFlow's OpErrors wrap it
     in 'Graph execution error:', the node's traceback and hints, the Saver's in 'Restoring from
