@@ -72,8 +72,8 @@ def resolve(args):
 
 def build_serving_graph(weights, scale, arch='FRACTAL'):
     """(uint8 input [N, H, W, 3], uint8 output [N, sH, sW, 3]) in the default graph: the generator
-    `arch` with its `weights` ({name: array}) frozen as constants, as in sr.Generator (oneDNN's fast convolutions
-    where TensorFlow runs oneDNN ops). The conversions are test.py's: float32 x / 255 in,
+    `arch` with its `weights` ({name: array}) frozen as constants, as in sr.Generator (oneDNN's
+    fast convolutions where TensorFlow runs oneDNN ops). The conversions are test.py's: float32 x / 255 in,
     floor(clip(y, 0, 1) * 255 + 0.5) (in float64: MATLAB's rounding, as utils.to_uint) out."""
     import tensorflow.compat.v1 as tf
     import model

@@ -104,8 +104,6 @@ class FRACTAL(object):
     bytes_per_lr_pixel = {2: 8 << 10, 3: 12 << 10, 4: 16 << 10}
 
     def __init__(self, input, scale=4, reuse=False, name=scope, strip_rows=None):
-        if scale not in self.scales:
-            raise ValueError('FRACTAL supports scales %s, not %r' % (self.scales, scale))
         self.input = input
         self.scale = scale
         self.strip_rows = strip_rows
