@@ -4,6 +4,7 @@ e.g. --batch_size 16 --learning_rate 1e-4. PATCH_SIZE is the exception: the patc
 the TFRecord's (its sidecar), and --patch_size, when given, only checks it."""
 
 MODEL = 'NatSR'              # 'NatSR' (fine-tuning with NMD + RaGAN) or 'FRSR' (L1 only)
+ARCH = 'FRACTAL'             # the generator network (model.GENERATORS)
 SCALE = 4
 PATCH_SIZE = 48 * SCALE      # the paper's HR patch side (LR: PATCH_SIZE // SCALE); training uses the TFRecord's
 BATCH_SIZE = 32

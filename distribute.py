@@ -18,6 +18,7 @@ import os
 
 import tensorflow.compat.v1 as tf
 
+import device
 import loop
 
 STRATEGIES = ('none', 'mirrored', 'multiworker')
@@ -110,10 +111,10 @@ class Cluster(object):
     def __init__(self, strategy=None, description=None, is_chief=True, target='', config=None):
         self.strategy = strategy
         self.replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-        self.description = description or loop.device_name()
+        self.description = description or device.device_name()
         self.is_chief = is_chief
         self.target = target
-        self.config = config if config is not None else loop.session_config()
+        self.config = config if config is not None else device.session_config()
 
     def scope(self):
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
@@ -162,7 +163,7 @@ def cluster(args):
     `add_flags` (e.g. made by loop.config_parser alone) mean one device."""
     strategy = getattr(args, 'strategy', 'none')
     num_gpus, cpu_replicas = getattr(args, 'num_gpus', None), getattr(args, 'cpu_replicas', None)
-    config = loop.session_config(getattr(args, 'precision', 'fp32'))
+    config = device.session_config(getattr(args, 'precision', 'fp32'))
     if strategy == 'none':
         if num_gpus is not None or cpu_replicas is not None:
             raise loop.TrainingError('--num_gpus / --cpu_replicas need --strategy mirrored')
@@ -195,7 +196,7 @@ def _mirrored(num_gpus, cpu_replicas, config):
 
 def mirrored(devices, config=None):
     """A Cluster of MirroredStrategy over `devices` of this machine (GPUs, or logical CPUs)."""
-    config = config if config is not None else loop.session_config()
+    config = config if config is not None else device.session_config()
     cpus = sum(d.startswith('/cpu:') for d in devices)
     if cpus:  # a tf.Session shows one CPU device unless its config asks for the logical ones
         config.device_count['CPU'] = len(tf.config.list_logical_devices('CPU'))
@@ -223,7 +224,7 @@ def _multiworker(config):
     is_chief = strategy.extended.should_checkpoint
     description = ('MultiWorkerMirroredStrategy, %s %d of %d workers%s, %d replicas in all, local: %s'
                    % (resolver.task_type, resolver.task_id, workers, ' (chief)' if is_chief else '',
-                      strategy.num_replicas_in_sync, loop.device_name()))
+                      strategy.num_replicas_in_sync, device.device_name()))
     cl = Cluster(strategy, description, is_chief, server.target, config)
     cl.server = server  # keeps the server alive as long as the run
     return cl

@@ -19,9 +19,10 @@ import sys
 import tflog
 
 tflog.init('--verbose' in sys.argv[1:])  # before TensorFlow starts: log output, graph mode
-import loop  # noqa: E402
+import device  # noqa: E402
 
-loop.select_gpu(sys.argv)
+device.select_gpu(device.gpu_value(sys.argv))
+import loop  # noqa: E402
 import config  # noqa: E402
 import distribute  # noqa: E402
 import train  # noqa: E402

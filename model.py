@@ -1,13 +1,50 @@
 """The three networks of NatSR: the generator FRACTAL (scope GEN), the Natural Manifold
 Discriminator NMD (scope CLASSIFIER) and the adversarial Discriminator (scope DIS).
-Scopes and variable names are those of the original checkpoints."""
+Scopes and variable names are those of the original checkpoints.
+
+Generators are registered by name (GENERATORS, @register_generator) and built by `generator(arch,
+input, scale)`: the trainers (--arch), test.py / sr.Generator, export.py and tools/ build theirs
+that way. A generator class carries its facts -- `scope`, `scales`, `receptive_margin` (LR context
+a tile needs on every side, tiling.py) and `bytes_per_lr_pixel` ({scale: peak bytes of a forward
+pass per LR pixel}, the prior of sr.Generator's memory budget) -- and is built as
+`cls(input, scale, strip_rows=None)`, with `input` RGB in [0, 1] [N, H, W, 3], its weights under
+`scope`, and `output` [N, sH, sW, 3], not clipped. `strip_rows` is an inference option a class may
+ignore (FRACTAL runs its last stage in strips of that many rows). Adding an architecture is a
+registered class here, nothing else.
+"""
 import tensorflow.compat.v1 as tf
 
 from ops import conv2d, conv2d_sn, max_pool
 
-SCALES = (2, 3, 4)
 NUM_BLOCKS = 8
 CHANNELS = 64
+GENERATORS = {}   # name (--arch) -> generator class
+
+
+def register_generator(cls):
+    """Class decorator: make the generator `cls` buildable by its name (cls.__name__)."""
+    GENERATORS[cls.__name__] = cls
+    return cls
+
+
+def generator(arch, input, scale, **kw):
+    """The generator `arch` (a name of GENERATORS) x`scale` on `input`, its input and output added
+    to the InNOut collection (what the shipping checkpoints' .meta hold); ValueError naming what
+    exists for an unknown name or a scale the network lacks."""
+    cls = generator_class(arch)
+    if scale not in cls.scales:
+        raise ValueError('%s supports scales %s, not %r' % (arch, tuple(cls.scales), scale))
+    net = cls(input, scale, **kw)
+    tf.add_to_collection('InNOut', net.input)
+    tf.add_to_collection('InNOut', net.output)
+    return net
+
+
+def generator_class(arch):
+    """The registered generator class `arch`; ValueError (one line) listing them when there is none."""
+    if arch not in GENERATORS:
+        raise ValueError('unknown generator architecture %r (--arch: one of %s)' % (arch, ', '.join(sorted(GENERATORS))))
+    return GENERATORS[arch]
 
 
 def _rdb(x, name):
@@ -48,6 +85,7 @@ def in_row_strips(x, fn, scale, rows, halo=2):
     return y
 
 
+@register_generator
 class FRACTAL(object):
     """Fractal residual generator (FRSR / NatSR) for scale 2, 3 or 4.
 
@@ -55,17 +93,22 @@ class FRACTAL(object):
     `strip_rows`: run the last upsampling stage in strips of that many rows (in_row_strips; the
     inference graph of sr.Generator, whose weights are constants); None: in one piece (training).
     """
+    scope = 'GEN'
+    scales = (2, 3, 4)
+    # LR context a tile needs on every side: the receptive field is 44 LR pixels (42 LR convolutions
+    # + conv_up1, then conv_up2 and conv_out at 2x / 4x)
+    receptive_margin = 46
+    # Peak memory per LR pixel of one forward pass, bytes, before anything is measured on this machine:
+    # an upper bound with the last stage in row strips (x4, fp32, a 500x333 image on an AVX512_BF16 CPU:
+    # 7.9 KB over the built graph in a fresh process; 16.4 KB without the strips).
+    bytes_per_lr_pixel = {2: 8 << 10, 3: 12 << 10, 4: 16 << 10}
 
-    def __init__(self, input, scale=4, reuse=False, name='GEN', strip_rows=None):
-        if scale not in SCALES:
-            raise ValueError('FRACTAL supports scales %s, not %r' % (SCALES, scale))
+    def __init__(self, input, scale=4, reuse=False, name=scope, strip_rows=None):
         self.input = input
         self.scale = scale
         self.strip_rows = strip_rows
         with tf.variable_scope(name, reuse=reuse):
             self.output = self.build(input)
-        tf.add_to_collection('InNOut', self.input)
-        tf.add_to_collection('InNOut', self.output)
 
     def build(self, x):
         head = conv2d(x, CHANNELS, 3, name='conv1')

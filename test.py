@@ -6,7 +6,8 @@
 
 Models: NatSR and FRSR (x4), FRSR_x2, FRSR_x3, and `bicubic` (MATLAB bicubic, x`--scale`, 4 by
 default). The checkpoint is `<modelpath>/<model>` (the original release's `Model/NatSR.index` /
-`.data-*`), or the newest checkpoint of a folder that holds a `checkpoint` file.
+`.data-*`), or the newest checkpoint of a folder that holds a `checkpoint` file. The network is FRACTAL,
+or with `--arch NAME` another generator registered in model.py (model.GENERATORS).
 
 Images (PNG, JPEG, BMP, TIFF, WebP): gray is super-resolved as 3 equal channels and saved gray (the
 channel mean of the output); an alpha channel is upscaled with bicubic and re-attached; 16-bit
@@ -42,12 +43,17 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from tqdm import tqdm
 
+import checkpoints
+import device
+import memory
 import metrics
 import sr as srlib  # TensorFlow is imported only when a network is built, after --gpu is applied
 import tflog
+import tiling
 import utils
+from checkpoints import MODEL_SCALES, CheckpointError
+from device import PRECISIONS, PrecisionError
 from imresize import imresize
-from sr import MODEL_SCALES, PRECISIONS
 
 MODELS = tuple(MODEL_SCALES) + ('bicubic',)
 DEFAULT_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'camera', 'rocket')  # skimage.data, bundled
@@ -90,9 +96,12 @@ def parse_args(argv=None):
     p.add_argument('--scale', type=int, default=None,
                    help='upscaling factor of bicubic (default 4); a network model fixes its own')
     p.add_argument('--tile', type=int, default=None,
-                   help='super-resolve in LR tiles of TILE pixels (plus 46 pixels of context on each side; tiles of '
-                        'the same shape run as one batch); default: whole images, tiles (their size and batch from '
-                        'the free memory) only when an image would not fit')
+                   help='super-resolve in LR tiles of TILE pixels (plus the network\'s context on each side, 46 pixels '
+                        'for FRACTAL; tiles of the same shape run as one batch); default: whole images, tiles (their '
+                        'size and batch from the free memory) only when an image would not fit')
+    p.add_argument('--arch', default='FRACTAL', metavar='NAME',
+                   help='generator architecture of the checkpoint (model.GENERATORS; default: FRACTAL, the shipped '
+                        'models\' network)')
     p.add_argument('--metrics', default=None, metavar='NAMES',
                    help='comma-separated metrics to report, of %s (default: psnr,ssim when scoring against '
                         'HR); psnr and ssim need --labelpath' % ', '.join(n for n, m in metrics.METRICS.items()
@@ -395,16 +404,16 @@ def run(args):
     if model != 'bicubic':
         try:
             if args.precision != 'fp32':  # before the checkpoint: a precision error needs no model
-                srlib.check_precision(args.precision)
-        except srlib.PrecisionError as e:
+                device.check_precision(args.precision)
+        except PrecisionError as e:
             raise UsageError(str(e))
         try:
-            prefix = srlib.find_checkpoint(args.modelpath, model)
+            prefix = checkpoints.find_checkpoint(args.modelpath, model)
             blend = None
             if args.blend is not None:
-                blend = srlib.find_checkpoint(args.modelpath, 'FRSR'), prefix, args.blend
+                blend = checkpoints.find_checkpoint(args.modelpath, 'FRSR'), prefix, args.blend
                 prefix = '%s + %s, blend %g' % (os.path.abspath(blend[0]), os.path.abspath(prefix), args.blend)
-        except srlib.CheckpointError as e:
+        except CheckpointError as e:
             if not default_job:
                 raise UsageError(str(e))
             print('note: no %s model in %s/ (%s); running the bicubic baseline instead'
@@ -430,17 +439,17 @@ def run(args):
             print('note: --precision has no effect on bicubic')
     else:
         print('model: %s, x%d, checkpoint %s, %s' % (model, scale, prefix, args.precision))
-        if args.tile is not None and args.tile < srlib.MIN_TILE:
-            side = args.tile + 2 * srlib.RECEPTIVE_MARGIN
+        try:
+            gen = (srlib.Generator(scale, precision=args.precision, weights=checkpoints.blend_weights(*blend),
+                                   arch=args.arch) if blend
+                   else srlib.Generator(scale, prefix, precision=args.precision, arch=args.arch))
+        except (CheckpointError, ValueError) as e:   # ValueError: PrecisionError, an unknown --arch or scale
+            raise UsageError(str(e))
+        if args.tile is not None and args.tile < tiling.MIN_TILE:
+            side = args.tile + 2 * gen.margin
             warn('warning: --tile %d is below %d LR pixels: every tile also runs %d pixels of context on each side '
                  '(up to %dx the work of the tile itself); --tile %d or more, or no --tile, is much faster'
-                 % (args.tile, srlib.MIN_TILE, srlib.RECEPTIVE_MARGIN, side * side // (args.tile * args.tile),
-                    srlib.MIN_TILE))
-        try:
-            gen = (srlib.Generator(scale, precision=args.precision, weights=srlib.blend_weights(*blend)) if blend
-                   else srlib.Generator(scale, prefix, precision=args.precision))
-        except (srlib.CheckpointError, srlib.PrecisionError) as e:
-            raise UsageError(str(e))
+                 % (args.tile, tiling.MIN_TILE, gen.margin, side * side // (args.tile * args.tile), tiling.MIN_TILE))
         if args.precision != 'fp32':
             print('precision: %s' % gen.plan.what)
         print('device: %s' % gen.device)
@@ -457,7 +466,7 @@ def run(args):
         """(LR, HR or None); the LR size its header declares is checked before anything is decoded."""
         if it.path:
             h, w = utils.checked_size(it.path)
-            problem = input_problem(h, w, scale, limit, srlib.available_memory() // share)
+            problem = input_problem(h, w, scale, limit, memory.available_memory() // share)
             if problem:
                 raise utils.ImageError('%s: %s' % (it.path, problem))
         return it.load()
@@ -560,8 +569,7 @@ def run(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.gpu is not None:
-        os.environ['CUDA_VISIBLE_DEVICES'] = '' if args.gpu.strip() == '-1' else args.gpu
+    device.select_gpu(args.gpu)
     tflog.init(args.verbose, graph=False)   # sr.Generator builds its own graphs
     # oneDNN's convolutions on the frozen inference graph (sr.Generator): on AVX2 CPUs about 1.2x
     # faster than Eigen's, which TensorFlow uses there by default. TF_ENABLE_ONEDNN_OPTS=0 opts out.

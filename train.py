@@ -5,10 +5,12 @@ import tempfile
 
 import tensorflow.compat.v1 as tf
 
+import checkpoints
 import distribute
 import loop
+import model
 from generate_Dataset import records
-from model import FRACTAL, NMD, Discriminator
+from model import NMD, Discriminator
 
 
 def bce(logits, label):
@@ -74,9 +76,10 @@ class Trainer(object):
         a mean over that batch; `distribute.replica_share` makes the summed gradients of the
         replicas those of the global-batch mean. Returns the train ops, losses and SR output."""
         args = self.args
-        sr = FRACTAL(lr, args.scale).output
+        gen = model.generator(args.arch, lr, args.scale)
+        sr = gen.output
         loss_recon = tf.reduce_mean(tf.abs(sr - hr))
-        gen_vars = tf.trainable_variables('GEN/')
+        gen_vars = tf.trainable_variables(gen.scope + '/')
         if args.model == 'FRSR':
             train = self.with_ema(self.opt_g.minimize(distribute.replica_share(loss_recon), var_list=gen_vars,
                                                       global_step=self.step), gen_vars)
@@ -215,9 +218,9 @@ def train(args):
 
 
 def export(args, out_prefix):
-    """Write the GEN weights of the trial's latest (or --step) checkpoint to `out_prefix`: their
-    moving average where the run kept one (--ema_decay), else (or with --export_raw) the weights
-    themselves."""
+    """Write the generator's weights (GEN) of the trial's latest (or --step) checkpoint to
+    `out_prefix`: their moving average where the run kept one (--ema_decay), else (or with
+    --export_raw) the weights themselves."""
     trial_dir = os.path.join(args.checkpoint_dir, run_name(args))
-    loop.export(lambda x: FRACTAL(x, args.scale), 'GEN', trial_dir, args.step, out_prefix,
-                average=not getattr(args, 'export_raw', False))
+    checkpoints.export(lambda x: model.generator(args.arch, x, args.scale), model.generator_class(args.arch).scope,
+                       trial_dir, args.step, out_prefix, average=not getattr(args, 'export_raw', False))

@@ -244,6 +244,32 @@ def read_rgb8(path):
     return to_rgb8(read_image(path))
 
 
+def proc_field(path, *keys):
+    """The text after the colon of the first line of `path` (a /proc file) that starts with one of
+    `keys`, or None where there is none or the file cannot be read."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(keys):
+                    return line.split(':', 1)[1]
+    except OSError:
+        pass
+    return None
+
+
+def error_line(e):
+    """The line of an exception's message that says what went wrong: TensorFlow's OpErrors wrap it
+    in 'Graph execution error:', the node's traceback and hints, the Saver's in 'Restoring from
+    checkpoint failed ... Original error:', and prefix a file name ('<path>; No space left on
+    device'); an OSError says it in its strerror."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = (getattr(e, 'message', None) or str(e) or type(e).__name__).split('Original error:')[-1]
+    skip = ('Graph execution error', 'Detected at node', 'Node:', '[[', 'Hint:', 'File "')
+    lines = [line.strip() for line in text.splitlines() if line.strip()] or [type(e).__name__]
+    return ([line for line in lines if not line.startswith(skip)] or lines)[0].rsplit('; ', 1)[-1]
+
+
 def unwritable(folder):
     """Why files cannot be written in `folder` (made if missing), or None. Tries a temporary file in
     the folder, or in its nearest existing parent, which it leaves as it was: this finds a missing

@@ -15,6 +15,8 @@ if ROOT not in sys.path:
 import tflog  # noqa: E402
 
 tflog.init()
+import checkpoints  # noqa: E402
+import device  # noqa: E402
 import loop  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 from Train_NMD.train import (count_correct, load_records, natural_votes, pair_accuracies,  # noqa: E402
@@ -31,8 +33,8 @@ def evaluate(checkpoint, val_tfrecord, sigma, alpha, draws=4, batch=32, seed=0):
         x_hr = tf.placeholder(tf.float32, [None, None, None, 3])
         x_ilr = tf.placeholder(tf.float32, [None, None, None, 3])
         votes = natural_votes(shipping_graph, x_hr, x_ilr, sigma, alpha)
-        with tf.Session(config=loop.session_config()) as sess:
-            loop.restore_scope(sess, checkpoint, 'CLASSIFIER', 'NMD')
+        with tf.Session(config=device.session_config()) as sess:
+            checkpoints.restore_scope(sess, checkpoint, 'CLASSIFIER', 'NMD')
             right = sum(count_correct(sess, votes, x_hr, x_ilr, hr, ilr, batch) for _ in range(draws))
     noise, blur = pair_accuracies(right, draws * len(hr))
     noisy, blurry, clean = 100 * right / (draws * len(hr))
@@ -49,7 +51,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     try:
         r = evaluate(args.checkpoint, args.val_tfrecord_path, args.sigma, args.alpha, args.draws)
-    except loop.TrainingError as e:
+    except (loop.TrainingError, checkpoints.CheckpointError) as e:
         raise SystemExit(str(e))
     print('%s on %d held-out patches: clean vs noisy (sigma %.4g) %.1f %%, clean vs blurry (alpha %.2f) %.1f %% '
           '(clean %.1f %%, noisy %.1f %%, blurry %.1f %%)' % (args.checkpoint, r['patches'], args.sigma, r['noise'],

@@ -18,9 +18,10 @@ if ROOT not in sys.path:
 import tflog  # noqa: E402
 
 tflog.init('--verbose' in sys.argv[1:])  # before TensorFlow starts: log output, graph mode
-import loop  # noqa: E402
+import device  # noqa: E402
 
-loop.select_gpu(sys.argv)
+device.select_gpu(device.gpu_value(sys.argv))
+import loop  # noqa: E402
 from Train_NMD import config  # noqa: E402
 from Train_NMD import train  # noqa: E402
 

@@ -35,6 +35,7 @@ def main(argv=None):
     import tflog
     tflog.init(graph=False)   # sr.Generator builds its own graphs, as in test.py
     import importlib.util
+    import device
     import metrics
     import sr
     import utils
@@ -46,7 +47,7 @@ def main(argv=None):
     precisions = [q.strip() for q in args.precision.split(',')]
     if precisions[0] != 'fp32':
         precisions.insert(0, 'fp32')
-    print('# %s, %s, %s weights, %d images from %s' % (sr.cpu_model(), sr.device_name(), args.checkpoint or 'random',
+    print('# %s, %s, %s weights, %d images from %s' % (device.cpu_model(), device.device_name(), args.checkpoint or 'random',
                                                        len(images), args.datapath))
     print('| precision | how | PSNR | SSIM | change vs fp32 (dB) | PSNR vs fp32 output | s / image | safe |')
     print('|---|---|---|---|---|---|---|---|')
@@ -54,7 +55,7 @@ def main(argv=None):
     for q in precisions:
         try:
             gen = sr.Generator(args.scale, args.checkpoint, precision=q, seed=0, emulate_bf16=args.emulate_bf16)
-        except sr.PrecisionError as e:
+        except device.PrecisionError as e:
             print('| %s | not run here: %s | | | | | | |' % (q, e))
             continue
         outs, secs = [], []

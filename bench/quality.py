@@ -243,6 +243,7 @@ def main(argv=None):
     p.add_argument('--no_niqe', action='store_true', help='skip NIQE (faster)')
     p.add_argument('--no_dial', action='store_true', help='skip the FRSR / NatSR blends')
     args = p.parse_args(argv)
+    import checkpoints
     import sr
     rows, report, images = [], [], {}
     for scale in [int(s) for s in args.scales.split(',')]:
@@ -257,8 +258,8 @@ def main(argv=None):
         methods, generators = list(METHODS[scale]), {}
         try:
             for m in methods[1:]:
-                generators[m] = sr.Generator(scale, sr.find_checkpoint(args.modelpath, m))
-        except sr.CheckpointError as e:
+                generators[m] = sr.Generator(scale, checkpoints.find_checkpoint(args.modelpath, m))
+        except checkpoints.CheckpointError as e:
             if scale == 4:
                 print('error: %s' % e, file=sys.stderr)
                 return 2
@@ -266,8 +267,8 @@ def main(argv=None):
             continue
         blends = {}
         if scale == 4 and not args.no_dial:
-            frsr, natsr = sr.find_checkpoint(args.modelpath, 'FRSR'), sr.find_checkpoint(args.modelpath, 'NatSR')
-            blends = {blend_name(a): sr.Generator(4, weights=sr.blend_weights(frsr, natsr, a)) for a in BLENDS}
+            frsr, natsr = checkpoints.find_checkpoint(args.modelpath, 'FRSR'), checkpoints.find_checkpoint(args.modelpath, 'NatSR')
+            blends = {blend_name(a): sr.Generator(4, weights=checkpoints.blend_weights(frsr, natsr, a)) for a in BLENDS}
             generators.update(blends)
         print('device: %s' % next(iter(generators.values())).device, file=sys.stderr)
         for s, items in sets.items():

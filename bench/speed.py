@@ -34,6 +34,7 @@ for path in (ROOT, HERE, os.path.join(ROOT, 'tools')):   # tools/: the PyTorch p
 import numpy as np  # noqa: E402
 
 DEFAULT_CASES = '128,256,510x384,tiled'
+MARGIN = 46   # model.FRACTAL.receptive_margin, which the PyTorch child cannot import (it loads no TensorFlow)
 
 
 def parse_args(argv=None):
@@ -44,7 +45,7 @@ def parse_args(argv=None):
     p.add_argument('--repeats', type=int, default=5, help='timed passes per case and engine after one warm-up (default 5)')
     p.add_argument('--tile', type=int, default=256, help='LR tile of the tiled case (default 256: 2 x 2 tiles)')
     p.add_argument('--batch', type=int, default=None, help='tiles per call in the tiled case (default: from the memory)')
-    p.add_argument('--precision', default='fp32', help='comma-separated TensorFlow precisions (sr.PRECISIONS)')
+    p.add_argument('--precision', default='fp32', help='comma-separated TensorFlow precisions (device.PRECISIONS)')
     p.add_argument('--emulate-bf16', action='store_true',
                    help='allow bf16 on a CPU without AVX512_BF16 / AMX-BF16 (software bfloat16: numerics, not speed)')
     p.add_argument('--xla', action='store_true', help='also time each TensorFlow precision with XLA')
@@ -93,8 +94,8 @@ def macs(h, w, scale):
 
 
 def tiled_macs(h, w, scale, tile):
-    import sr
-    return sum(macs(cy1 - cy0, cx1 - cx0, scale) for _, (cy0, cy1, cx0, cx1) in sr.tile_boxes(h, w, tile))
+    import tiling
+    return sum(macs(cy1 - cy0, cx1 - cx0, scale) for _, (cy0, cy1, cx0, cx1) in tiling.tile_boxes(h, w, tile, MARGIN))
 
 
 # ---------------------------------------------------------------- machine
@@ -118,19 +119,19 @@ def own_seconds():
 
 
 def rss_mb(field='VmHWM'):
-    import sr
-    return sr.rss_bytes(field) / float(1 << 20)
+    from memory import rss_bytes
+    return rss_bytes(field) / float(1 << 20)
 
 
 SHOWN_FLAGS = ('avx2', 'fma', 'f16c', 'avx512f', 'avx512_vnni', 'avx512_bf16', 'amx_bf16', 'amx_tile')
 
 
 def machine(torch_mod=None):
-    import sr
+    import device
     import tensorflow as tf
-    flags = sr.cpu_flags()
-    info = {'cpu': sr.cpu_model(), 'cpu_flags': ' '.join(f for f in SHOWN_FLAGS if f in flags) or 'n/a',
-            'device': sr.device_name(), 'tensorflow': tf.__version__, 'onednn_ops': sr.onednn_enabled(),
+    flags = device.cpu_flags()
+    info = {'cpu': device.cpu_model(), 'cpu_flags': ' '.join(f for f in SHOWN_FLAGS if f in flags) or 'n/a',
+            'device': device.device_name(), 'tensorflow': tf.__version__, 'onednn_ops': device.onednn_enabled(),
             'python': platform.python_version(),
             'load_average': open('/proc/loadavg').read().split()[:3] if os.path.exists('/proc/loadavg') else None}
     if torch_mod is not None:
@@ -180,10 +181,10 @@ class TorchEngine(object):
             return self.net(t).permute(0, 2, 3, 1).contiguous().numpy()
 
     def __call__(self, lr, tile=None, batch=None):
-        import sr
+        import tiling
         if not tile or max(lr.shape[:2]) <= tile:
             return self.batch(lr[None])[0]
-        return sr.tiled(self.batch, lr, self.scale, tile, batch=batch or 1)
+        return tiling.tiled(self.batch, lr, self.scale, tile, MARGIN, batch=batch or 1)
 
 
 def parse_case(text):
@@ -197,9 +198,9 @@ def parse_case(text):
 
 
 def time_one(engine, lr, tile, batch):
-    import sr
+    from memory import reset_peak_rss
     b0, c0 = busy_seconds(), own_seconds()
-    sr.reset_peak_rss()
+    reset_peak_rss()
     before = rss_mb('VmRSS')
     t = time.perf_counter()
     engine(lr, tile, batch)
@@ -213,7 +214,7 @@ def time_one(engine, lr, tile, batch):
 def memory_child(args, engine_name, case):
     """One engine, one pass of `case` in this fresh process; prints JSON {base_mb, peak_mb}. The
     PyTorch child imports no TensorFlow: its weights come from --weights-npz."""
-    import sr
+    from memory import reset_peak_rss
     label, h, w = parse_case(case)
     tile = args.tile if label == 'tiled' else None
     if engine_name == 'tf':
@@ -227,7 +228,7 @@ def memory_child(args, engine_name, case):
         engine = TorchEngine(args.scale, weights, args.torch_layout)
     engine(np.zeros((16, 16, 3), np.float32))
     base = rss_mb('VmRSS')
-    sr.reset_peak_rss()
+    reset_peak_rss()
     engine(np.random.RandomState(0).rand(h, w, 3).astype(np.float32), tile, args.batch)
     print(json.dumps({'base_mb': base, 'peak_mb': rss_mb()}))
     return 0
@@ -304,7 +305,9 @@ def main(argv=None):
         return memory_child(args, *args.memory_child)
     if args.memory:
         return memory(args)
-    import sr
+    import device
+    import tiling
+    from memory import available_memory
     torch_mod = None
     if args.torch != 'off':
         try:
@@ -322,7 +325,7 @@ def main(argv=None):
                 for rows in strip_rows(args):
                     engines.append(TFEngine(args.scale, p, args.checkpoint, xla, args.emulate_bf16, rows,
                                             named=len(strip_rows(args)) > 1))
-    except sr.PrecisionError as e:
+    except device.PrecisionError as e:
         print('error: %s' % e, file=sys.stderr)
         return 2
     if torch_mod is not None:
@@ -344,7 +347,7 @@ def main(argv=None):
         tile = args.tile if label == 'tiled' else None
         batch = args.batch
         if tile and batch is None:
-            batch = sr.tile_batch(tile, args.scale, sr.available_memory() // 2, per_pixel=engines[0].gen.bytes_per_pixel())
+            batch = tiling.tile_batch(tile, available_memory() // 2, engines[0].gen.bytes_per_pixel(), MARGIN)
         lr = rng.rand(h, w, 3).astype(np.float32)
         work = tiled_macs(h, w, args.scale, tile) if tile else macs(h, w, args.scale)
         outputs = [e(lr, tile, batch) for e in engines]   # warm-up (graph optimisation, primitives)

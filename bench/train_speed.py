@@ -39,6 +39,7 @@ def stage_graph(stage, batch, patch, precision, scale=SCALE, tfrecord=None):
     random patches, or with `tfrecord` on its batches through records.dataset."""
     import tensorflow.compat.v1 as tf
     import config
+    import device
     import loop
     import train
     from generate_Dataset import records
@@ -59,7 +60,7 @@ def stage_graph(stage, batch, patch, precision, scale=SCALE, tfrecord=None):
         args = loop.config_parser(config, '').parse_args(['--model', stage, '--batch_size', str(batch),
                                                           '--scale', str(scale)])
         trainer = train.Trainer(args, image, hr)
-    return loop.session_config(precision), trainer.fetches, (image, hr)
+    return device.session_config(precision), trainer.fetches, (image, hr)
 
 
 class Stage(object):
@@ -145,9 +146,9 @@ def main(argv=None):
                    help='also time the iterations with the trainers\' input pipeline on this TFRecord (input-bound check)')
     p.add_argument('--batch', type=int, default=16, help='batch of the --tfrecord check (default %(default)s)')
     args = p.parse_args(argv)
+    import device
     import loop  # noqa: F401  (graph mode)
-    import sr
-    print('device: %s; load average %s\n' % (sr.device_name(), ' '.join(open('/proc/loadavg').read().split()[:3])
+    print('device: %s; load average %s\n' % (device.device_name(), ' '.join(open('/proc/loadavg').read().split()[:3])
                                              if os.path.exists('/proc/loadavg') else 'n/a'))
     if args.tfrecord:
         stages = stages_of(args.tfrecord, args.stages.split(','))

@@ -6,6 +6,7 @@ import sys
 import numpy as np
 import pytest
 
+import device
 import export
 import sr
 import utils
@@ -69,7 +70,7 @@ def test_savedmodel_gives_test_py_pixels(shipped, tmp_path):
         here = script.upscale_image(img, 4, lambda rgb: gen(rgb, tile=0))
     finally:
         gen.close()
-    assert np.array_equal(load_in_tf2(out, tmp_path, onednn=sr.onednn_enabled()), here)
+    assert np.array_equal(load_in_tf2(out, tmp_path, onednn=device.onednn_enabled()), here)
 
 
 def load_script_module():

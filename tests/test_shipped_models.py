@@ -91,15 +91,16 @@ def test_nmd_prefers_natural_patches(photo):
 
 def test_dial_ends_are_frsr_and_natsr(photo):
     """test.py --blend A runs (1 - A) FRSR + A NatSR: A = 0 is FRSR's output, A = 1 NatSR's, bit for bit."""
+    import checkpoints
     import sr
     _, lr = photo
     x = lr.astype(np.float32) / 255.0
     frsr, natsr = shipped('FRSR'), shipped('NatSR')
     out = {}
     for key, kwargs in (('FRSR', dict(prefix=frsr)), ('NatSR', dict(prefix=natsr)),
-                        (0.0, dict(weights=sr.blend_weights(frsr, natsr, 0.0))),
-                        (0.5, dict(weights=sr.blend_weights(frsr, natsr, 0.5))),
-                        (1.0, dict(weights=sr.blend_weights(frsr, natsr, 1.0)))):
+                        (0.0, dict(weights=checkpoints.blend_weights(frsr, natsr, 0.0))),
+                        (0.5, dict(weights=checkpoints.blend_weights(frsr, natsr, 0.5))),
+                        (1.0, dict(weights=checkpoints.blend_weights(frsr, natsr, 1.0)))):
         g = sr.Generator(4, **kwargs)
         out[key] = g(x)
         g.close()
@@ -107,4 +108,4 @@ def test_dial_ends_are_frsr_and_natsr(photo):
     np.testing.assert_array_equal(out[1.0], out['NatSR'])
     assert np.abs(out[0.5] - out['FRSR']).mean() > 1e-3 and np.abs(out[0.5] - out['NatSR']).mean() > 1e-3
     with pytest.raises(ValueError):
-        sr.blend_weights(frsr, natsr, 1.5)
+        checkpoints.blend_weights(frsr, natsr, 1.5)

@@ -9,12 +9,15 @@ import sys
 import numpy as np
 import pytest
 
+import device
 import loop
 import sr
+import tiling
 from conftest import ROOT
+from model import FRACTAL
 
 SCRIPT = os.path.join(ROOT, 'test.py')
-CPU_BF16 = sr.cpu_bf16_feature()
+CPU_BF16 = device.cpu_bf16_feature()
 
 
 def psnr(a, b):
@@ -30,7 +33,7 @@ def smooth_image(h, w, seed=0):
 
 
 def has_gpu():
-    return sr.gpu_details() is not None
+    return device.gpu_details() is not None
 
 
 @pytest.fixture(scope='module')
@@ -49,41 +52,41 @@ def checkpoint(fp32, tmp_path_factory):
 
 def test_precision_plans_on_cpu():
     # a CPU without bfloat16 arithmetic: bf16 is an error naming the missing feature
-    with pytest.raises(sr.PrecisionError, match='avx512_bf16 or amx_bf16'):
-        sr.precision_plan('bf16', None, flags={'avx2', 'fma'}, onednn=True)
+    with pytest.raises(device.PrecisionError, match='avx512_bf16 or amx_bf16'):
+        device.precision_plan('bf16', None, flags={'avx2', 'fma'}, onednn=True)
     # with the feature but oneDNN turned off: says how to turn it on
-    with pytest.raises(sr.PrecisionError, match='TF_ENABLE_ONEDNN_OPTS=1'):
-        sr.precision_plan('bf16', None, flags={'avx512_bf16'}, onednn=False)
-    plan = sr.precision_plan('bf16', None, flags={'amx_bf16'}, onednn=True)
+    with pytest.raises(device.PrecisionError, match='TF_ENABLE_ONEDNN_OPTS=1'):
+        device.precision_plan('bf16', None, flags={'avx512_bf16'}, onednn=False)
+    plan = device.precision_plan('bf16', None, flags={'amx_bf16'}, onednn=True)
     assert plan.rewrite == 'auto_mixed_precision_onednn_bfloat16' and plan.cast is None and 'amx_bf16' in plan.what
     # software bfloat16 only when asked for (benchmarks, tests of the numerics)
-    plan = sr.precision_plan('bf16', None, flags=set(), onednn=True, emulate_bf16=True)
+    plan = device.precision_plan('bf16', None, flags=set(), onednn=True, emulate_bf16=True)
     assert plan.rewrite == 'auto_mixed_precision_onednn_bfloat16' and 'emulated' in plan.what
     for p in ('fp16', 'tf32'):
-        with pytest.raises(sr.PrecisionError, match='NVIDIA GPUs only'):
-            sr.precision_plan(p, None)
-    assert sr.precision_plan('fp32', None).rewrite is None
-    with pytest.raises(sr.PrecisionError, match='not supported'):
-        sr.precision_plan('int8', None)
+        with pytest.raises(device.PrecisionError, match='NVIDIA GPUs only'):
+            device.precision_plan(p, None)
+    assert device.precision_plan('fp32', None).rewrite is None
+    with pytest.raises(device.PrecisionError, match='not supported'):
+        device.precision_plan('int8', None)
 
 
 def test_precision_plans_on_gpus():
     a100, v100, p100 = ('A100', (8, 0)), ('V100', (7, 0)), ('P100', (6, 0))
-    assert sr.precision_plan('fp32', a100).tf32 is False            # fp32 means fp32, not TF32
-    assert sr.precision_plan('tf32', a100).tf32 is True
-    assert sr.precision_plan('fp16', v100).rewrite == 'auto_mixed_precision'
-    plan = sr.precision_plan('bf16', a100)
+    assert device.precision_plan('fp32', a100).tf32 is False            # fp32 means fp32, not TF32
+    assert device.precision_plan('tf32', a100).tf32 is True
+    assert device.precision_plan('fp16', v100).rewrite == 'auto_mixed_precision'
+    plan = device.precision_plan('bf16', a100)
     assert plan.cast == 'bfloat16' and plan.rewrite is None
-    with pytest.raises(sr.PrecisionError, match='compute capability >= 7.0; P100 has 6.0'):
-        sr.precision_plan('fp16', p100)
-    with pytest.raises(sr.PrecisionError, match='>= 8.0; V100 has 7.0'):
-        sr.precision_plan('bf16', v100)
+    with pytest.raises(device.PrecisionError, match='compute capability >= 7.0; P100 has 6.0'):
+        device.precision_plan('fp16', p100)
+    with pytest.raises(device.PrecisionError, match='>= 8.0; V100 has 7.0'):
+        device.precision_plan('bf16', v100)
     # the trainers: fp32 and CPU bf16 only
-    with pytest.raises(sr.PrecisionError, match='on a GPU'):
-        sr.precision_plan('bf16', a100, training=True)
-    with pytest.raises(sr.PrecisionError, match='choices: fp32, bf16'):
-        sr.precision_plan('fp16', a100, training=True)
-    plan = sr.precision_plan('bf16', None, training=True, flags={'avx512_bf16'}, onednn=True)
+    with pytest.raises(device.PrecisionError, match='on a GPU'):
+        device.precision_plan('bf16', a100, training=True)
+    with pytest.raises(device.PrecisionError, match='choices: fp32, bf16'):
+        device.precision_plan('fp16', a100, training=True)
+    plan = device.precision_plan('bf16', None, training=True, flags={'avx512_bf16'}, onednn=True)
     assert 'fp32 weights and loss' in plan.what
 
 
@@ -101,22 +104,23 @@ def test_unsupported_precisions_are_one_line_errors_here(tmp_path):
         assert res.returncode == 2, res.stderr
         errors = [line for line in res.stderr.splitlines() if line.startswith('error:')]
         assert len(errors) == 1 and words in errors[0] and 'Traceback' not in res.stderr, res.stderr
-    with pytest.raises(sr.PrecisionError, match='avx512_bf16'):
+    with pytest.raises(device.PrecisionError, match='avx512_bf16'):
         sr.Generator(4, precision='bf16')
-    # the trainers: --precision bf16 is a TrainingError (one line, exit status 2 through main_guard)
+    # the trainers: --precision bf16 is a PrecisionError (one line, exit status 2 through main_guard)
     import config
     args = loop.config_parser(config, 'x').parse_args(['--precision', 'bf16'])
     assert args.precision == 'bf16'
-    with pytest.raises(loop.TrainingError, match='avx512_bf16'):
-        loop.session_config(args.precision)
-    assert loop.session_config('fp32') is not None
+    with pytest.raises(device.PrecisionError, match='avx512_bf16'):
+        device.session_config(args.precision)
+    assert device.session_config('fp32') is not None
+    assert loop.main_guard(lambda: device.session_config('bf16')) == 2
 
 
 # ---------------------------------------------------------------- reduced precision is close to fp32
 
-@pytest.mark.skipif(CPU_BF16 is None or not sr.onednn_enabled(),
+@pytest.mark.skipif(CPU_BF16 is None or not device.onednn_enabled(),
                     reason='CPU bf16 needs AVX512_BF16 / AMX-BF16 and oneDNN ops; this CPU has no %s'
-                           % '/'.join(sr.CPU_BF16_FLAGS))
+                           % '/'.join(device.CPU_BF16_FLAGS))
 def test_cpu_bf16_close_to_fp32(fp32, checkpoint):
     lr = smooth_image(40, 36)
     gen = sr.Generator(4, checkpoint, precision='bf16')
@@ -129,7 +133,7 @@ def test_gpu_precisions_close_to_fp32(fp32, checkpoint, precision):
     lr = smooth_image(40, 36)
     try:
         gen = sr.Generator(4, checkpoint, precision=precision)
-    except sr.PrecisionError as e:  # an older GPU: the error is the expected outcome
+    except device.PrecisionError as e:  # an older GPU: the error is the expected outcome
         pytest.skip(str(e))
     gpu32 = sr.Generator(4, checkpoint, precision='fp32')
     assert psnr(gen(lr, tile=0), gpu32(lr, tile=0)) > 40
@@ -137,7 +141,7 @@ def test_gpu_precisions_close_to_fp32(fp32, checkpoint, precision):
 
 def test_bf16_graph_close_to_fp32(fp32, checkpoint):
     """The bfloat16 graph of NVIDIA GPUs (weights cast on read), built and run on this CPU."""
-    gen = sr.Generator(4, checkpoint, plan=sr.Plan('bf16', 'bf16 graph on CPU (test)', cast='bfloat16'))
+    gen = sr.Generator(4, checkpoint, plan=device.Plan('bf16', 'bf16 graph on CPU (test)', cast='bfloat16'))
     assert sorted(gen.weights()) == sorted(fp32.weights())   # the same variables, names and checkpoint
     lr = smooth_image(40, 36)
     out, ref = gen(lr, tile=0), fp32(lr, tile=0)
@@ -178,7 +182,7 @@ def test_batched_tiles_equal_untiled(fp32):
     # 12 x 300, tiles of 60: 5 cores in a row, context widths 106, 152, 152, 152, 106 (full height):
     # two shapes, so the tiles run as two batches (3 + 2) instead of five calls
     lr = smooth_image(12, 300, seed=3)
-    boxes = [ctx for _, ctx in sr.tile_boxes(12, 300, 60)]
+    boxes = [ctx for _, ctx in tiling.tile_boxes(12, 300, 60, fp32.margin)]
     assert sorted(b[3] - b[2] for b in boxes) == [106, 106, 152, 152, 152]
     calls = []
 
@@ -186,23 +190,26 @@ def test_batched_tiles_equal_untiled(fp32):
         calls.append(x.shape)
         return fp32.sess.run(fp32.output, {fp32.input: x})
     whole = fp32(lr, tile=0)
-    batched = sr.tiled(run, lr, 4, 60, batch=8)
+    batched = tiling.tiled(run, lr, 4, 60, fp32.margin, batch=8)
     assert sorted(calls) == [(2, 12, 106, 3), (3, 12, 152, 3)]
     assert np.abs(batched - whole).max() < 1e-4
     # batch 2: the 152-wide group splits in 2 + 1; the same pixels
     calls.clear()
-    assert np.abs(sr.tiled(run, lr, 4, 60, batch=2) - whole).max() < 1e-4
+    assert np.abs(tiling.tiled(run, lr, 4, 60, fp32.margin, batch=2) - whole).max() < 1e-4
     assert sorted(c[0] for c in calls) == [1, 2, 2]
     # through the Generator (as test.py --tile 60 runs it): the batch comes from the memory budget
     assert np.abs(fp32(lr, tile=60) - whole).max() < 1e-4
 
 
 def test_tile_batch_from_memory():
-    per = sr.BYTES_PER_LR_PIXEL[4]
-    side = 100 + 2 * sr.RECEPTIVE_MARGIN
-    assert sr.tile_batch(100, 4, budget=side * side * per * 3) == 3
-    assert sr.tile_batch(100, 4, budget=1) == 1
-    assert sr.tile_batch(100, 4, budget=1 << 60) == 16
+    per, margin = FRACTAL.bytes_per_lr_pixel[4], FRACTAL.receptive_margin
+    side = 100 + 2 * margin
+    assert tiling.tile_batch(100, side * side * per * 3, per, margin) == 3
+    assert tiling.tile_batch(100, 1, per, margin) == 1
+    assert tiling.tile_batch(100, 1 << 60, per, margin) == 16
+    sys.path.insert(0, os.path.join(ROOT, 'bench'))
+    import speed   # its PyTorch child tiles with FRACTAL's margin without importing model.py (TensorFlow)
+    assert speed.MARGIN == margin
 
 
 # ---------------------------------------------------------------- the benchmark's counting (its PyTorch peer: test_torch_mirror.py)

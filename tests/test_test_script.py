@@ -257,17 +257,18 @@ def test_original_checkpoint_with_reference_and_tiles(tmp_path):
 def test_checkpoint_of_another_model_or_without_weights():
     """The original release's .index files alone: a x2 index does not fit the x4 graph, and an
     index without its .data shard cannot be restored; both are one-line CheckpointErrors."""
+    import checkpoints
     import sr
     ref = shared_path('reference', 'natsr-original')
-    with pytest.raises(sr.CheckpointError, match='does not fit this model .*lacks GEN/conv_up2'):
+    with pytest.raises(checkpoints.CheckpointError, match='does not fit this model .*lacks GEN/conv_up2'):
         sr.Generator(4, os.path.join(ref, 'FRSR_x2'))
-    with pytest.raises(sr.CheckpointError,
+    with pytest.raises(checkpoints.CheckpointError,
                        match=r'does not fit this model .*conv_up1/conv2d/bias \[256\], the graph needs \[576\]'):
         sr.Generator(3, os.path.join(ref, 'FRSR_x2'))
     # x4's conv_up1 has x2's shape: only the extra conv_up2 tells them apart
-    with pytest.raises(sr.CheckpointError, match='has GEN/conv_up2/conv2d/bias, which the graph lacks'):
+    with pytest.raises(checkpoints.CheckpointError, match='has GEN/conv_up2/conv2d/bias, which the graph lacks'):
         sr.Generator(2, os.path.join(ref, 'FRSR'))
-    with pytest.raises(sr.CheckpointError, match='FRSR.data-00000-of-00001 not found') as err:
+    with pytest.raises(checkpoints.CheckpointError, match='FRSR.data-00000-of-00001 not found') as err:
         sr.Generator(4, os.path.join(ref, 'FRSR'))
     assert '\n' not in str(err.value)
 
@@ -343,7 +344,7 @@ def test_pairing_by_stem():
 
 
 def test_find_checkpoint_layouts(tmp_path):
-    import sr
+    import checkpoints
 
     def touch(*parts):
         path = tmp_path.joinpath(*parts)
@@ -351,37 +352,37 @@ def test_find_checkpoint_layouts(tmp_path):
         path.write_text('')
     # the original release's layout: Model/NatSR.index
     touch('Model', 'NatSR.index')
-    assert sr.find_checkpoint(str(tmp_path / 'Model'), 'NatSR') == str(tmp_path / 'Model' / 'NatSR')
+    assert checkpoints.find_checkpoint(str(tmp_path / 'Model'), 'NatSR') == str(tmp_path / 'Model' / 'NatSR')
     # a folder per model, or a training folder, with a `checkpoint` file (a relative path, or an
     # absolute one from before the folder was moved)
     touch('Model', 'FRSR', 'model-20.index')
     (tmp_path / 'Model' / 'FRSR' / 'checkpoint').write_text('model_checkpoint_path: "model-20"\n')
-    assert sr.find_checkpoint(str(tmp_path / 'Model'), 'FRSR') == str(tmp_path / 'Model' / 'FRSR' / 'model-20')
+    assert checkpoints.find_checkpoint(str(tmp_path / 'Model'), 'FRSR') == str(tmp_path / 'Model' / 'FRSR' / 'model-20')
     touch('trial0', 'model-5.index')
     (tmp_path / 'trial0' / 'checkpoint').write_text('model_checkpoint_path: "/elsewhere/trial0/model-5"\n'
                                                     'all_model_checkpoint_paths: "/elsewhere/trial0/model-5"\n')
-    assert sr.find_checkpoint(str(tmp_path / 'trial0'), 'FRSR_x2') == str(tmp_path / 'trial0' / 'model-5')
+    assert checkpoints.find_checkpoint(str(tmp_path / 'trial0'), 'FRSR_x2') == str(tmp_path / 'trial0' / 'model-5')
     # --modelpath naming a prefix
-    assert sr.find_checkpoint(str(tmp_path / 'trial0' / 'model-5'), 'FRSR') == str(tmp_path / 'trial0' / 'model-5')
+    assert checkpoints.find_checkpoint(str(tmp_path / 'trial0' / 'model-5'), 'FRSR') == str(tmp_path / 'trial0' / 'model-5')
     # Model/checkpoint naming NatSR (as Saver.save(sess, 'Model/NatSR') leaves it) is not FRSR_x3's
     (tmp_path / 'Model' / 'checkpoint').write_text('model_checkpoint_path: "NatSR"\n')
-    assert sr.find_checkpoint(str(tmp_path / 'Model'), 'NatSR') == str(tmp_path / 'Model' / 'NatSR')
-    with pytest.raises(sr.CheckpointError, match='no checkpoint for model FRSR_x3: %s.index not found'
+    assert checkpoints.find_checkpoint(str(tmp_path / 'Model'), 'NatSR') == str(tmp_path / 'Model' / 'NatSR')
+    with pytest.raises(checkpoints.CheckpointError, match='no checkpoint for model FRSR_x3: %s.index not found'
                        % (tmp_path / 'Model' / 'FRSR_x3')):
-        sr.find_checkpoint(str(tmp_path / 'Model'), 'FRSR_x3')
+        checkpoints.find_checkpoint(str(tmp_path / 'Model'), 'FRSR_x3')
     # --modelpath at the trainers' --checkpoint_dir: the one trial of the model, or the candidates
     for trial in ('FRSR_x4_trial0', 'NMD_x4_trial0'):
         touch('ck', trial, 'model-9.index')
         (tmp_path / 'ck' / trial / 'checkpoint').write_text('model_checkpoint_path: "model-9"\n')
-    assert sr.find_checkpoint(str(tmp_path / 'ck'), 'FRSR') == str(tmp_path / 'ck' / 'FRSR_x4_trial0' / 'model-9')
-    with pytest.raises(sr.CheckpointError, match=r'NatSR.index not found, and no NatSR_x4_trial<N> folder '
+    assert checkpoints.find_checkpoint(str(tmp_path / 'ck'), 'FRSR') == str(tmp_path / 'ck' / 'FRSR_x4_trial0' / 'model-9')
+    with pytest.raises(checkpoints.CheckpointError, match=r'NatSR.index not found, and no NatSR_x4_trial<N> folder '
                                                  r'\(it holds FRSR_x4_trial0, NMD_x4_trial0\)'):
-        sr.find_checkpoint(str(tmp_path / 'ck'), 'NatSR')
+        checkpoints.find_checkpoint(str(tmp_path / 'ck'), 'NatSR')
     touch('ck', 'FRSR_x4_trial12', 'model-3.index')
     (tmp_path / 'ck' / 'FRSR_x4_trial12' / 'checkpoint').write_text('model_checkpoint_path: "model-3"\n')
-    with pytest.raises(sr.CheckpointError, match=r'holds 2 trials of FRSR \(FRSR_x4_trial0, FRSR_x4_trial12\): '
+    with pytest.raises(checkpoints.CheckpointError, match=r'holds 2 trials of FRSR \(FRSR_x4_trial0, FRSR_x4_trial12\): '
                                                  r'pick one, e.g. --modelpath %s' % (tmp_path / 'ck' / 'FRSR_x4_trial12')):
-        sr.find_checkpoint(str(tmp_path / 'ck'), 'FRSR')
+        checkpoints.find_checkpoint(str(tmp_path / 'ck'), 'FRSR')
 
 
 # ---------------------------------------------------------------- output locations, full disk, per-job CSV
@@ -560,7 +561,7 @@ def test_bombs_and_images_too_large_for_memory_fail_alone(folders, monkeypatch, 
     mod = load_script_module()
     (folders / 'lr' / 'bomb.png').write_bytes(png_header(15000, 15000))
     utils.save_image(str(folders / 'lr' / 'large.png'), random_image((64, 64, 3), 4))
-    monkeypatch.setattr(mod.srlib, 'available_memory', lambda: 1 << 20)   # 1 MB free
+    monkeypatch.setattr(mod.memory, 'available_memory', lambda: 1 << 20)   # 1 MB free
     code = mod.main(['--model', 'bicubic', '--scale', '2', '--datapath', str(folders / 'lr'), '--save',
                      '--savepath', str(folders / 'out')])
     err = capsys.readouterr().err.replace('\r', '\n').splitlines()

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 import sr
+import tiling
 from conftest import ROOT
+from model import FRACTAL
+
+MARGIN = FRACTAL.receptive_margin
+PRIOR = FRACTAL.bytes_per_lr_pixel
 
 
 def smooth_image(h, w, seed=0):
@@ -20,7 +25,7 @@ def smooth_image(h, w, seed=0):
 def test_tile_boxes_cover_every_pixel_once():
     h, w, tile, margin = 101, 67, 40, 46
     count = np.zeros((h, w), int)
-    boxes = list(sr.tile_boxes(h, w, tile, margin))
+    boxes = list(tiling.tile_boxes(h, w, tile, margin))
     assert len(boxes) == 3 * 2
     for (y0, y1, x0, x1), (cy0, cy1, cx0, cx1) in boxes:
         count[y0:y1, x0:x1] += 1
@@ -32,17 +37,17 @@ def test_tile_boxes_cover_every_pixel_once():
 
 
 def test_auto_tile():
-    per_px = sr.BYTES_PER_LR_PIXEL[4]
-    assert sr.auto_tile(100, 100, 4, budget=100 * 100 * per_px) is None
-    tile = sr.auto_tile(1000, 800, 4, budget=300 * 300 * per_px)
-    assert tile == 300 - 2 * sr.RECEPTIVE_MARGIN
-    assert sr.auto_tile(1000, 800, 4, budget=10) == sr.MIN_TILE
-    # a figure measured on this machine replaces the prior
+    per_px = PRIOR[4]
+    assert tiling.auto_tile(100, 100, 100 * 100 * per_px, per_px, MARGIN) is None
+    tile = tiling.auto_tile(1000, 800, 300 * 300 * per_px, per_px, MARGIN)
+    assert tile == 300 - 2 * MARGIN
+    assert tiling.auto_tile(1000, 800, 10, per_px, MARGIN) == tiling.MIN_TILE
+    # a smaller figure (measured on this machine) fits more
     measured = per_px // 4
-    assert sr.auto_tile(1000, 800, 4, budget=1000 * 800 * measured, per_pixel=measured) is None
-    assert sr.auto_tile(1000, 800, 4, budget=300 * 300 * measured, per_pixel=measured) == 300 - 2 * sr.RECEPTIVE_MARGIN
-    side = 100 + 2 * sr.RECEPTIVE_MARGIN
-    assert sr.tile_batch(100, 4, budget=side * side * measured * 5, per_pixel=measured) == 5
+    assert tiling.auto_tile(1000, 800, 1000 * 800 * measured, measured, MARGIN) is None
+    assert tiling.auto_tile(1000, 800, 300 * 300 * measured, measured, MARGIN) == 300 - 2 * MARGIN
+    side = 100 + 2 * MARGIN
+    assert tiling.tile_batch(100, side * side * measured * 5, measured, MARGIN) == 5
 
 
 @pytest.fixture(scope='module')
@@ -60,7 +65,8 @@ def generators():
 
 
 def run(gen, lr, **kw):
-    return sr.super_resolve(gen.sess, gen.input, gen.output, lr, gen.scale, **kw)
+    kw.setdefault('margin', gen.margin)
+    return tiling.super_resolve(gen.sess, gen.input, gen.output, lr, gen.scale, **kw)
 
 
 def test_tiled_equals_whole_x4(generators):
@@ -68,7 +74,7 @@ def test_tiled_equals_whole_x4(generators):
     # 99 x 67, tiles of 50 (neither side a multiple): 2 x 2 tiles whose contexts are cut by the
     # margin inside the image (rows 0..96 and 4..99, columns 4..67), so the margin is what matters
     lr = smooth_image(99, 67)
-    boxes = [ctx for _, ctx in sr.tile_boxes(99, 67, 50)]
+    boxes = [ctx for _, ctx in tiling.tile_boxes(99, 67, 50, MARGIN)]
     assert len(boxes) == 4 and {ctx[1] for ctx in boxes} == {96, 99} and {ctx[2] for ctx in boxes} == {0, 4}
     whole = run(gen, lr)
     assert whole.shape == (99 * 4, 67 * 4, 3) and whole.std() > 1e-3
@@ -92,11 +98,11 @@ def test_automatic_tiling_when_memory_is_short(generators, monkeypatch):
     lr = smooth_image(60, 30, seed=1)
     whole = gen(lr, tile=0)
     calls = []
-    real = sr.super_resolve
+    real = tiling.super_resolve
     monkeypatch.setattr(gen, 'memory_budget', lambda: 1)  # nothing fits: the smallest tiles
-    monkeypatch.setattr(sr, 'super_resolve', lambda *a, **k: calls.append(a[5]) or real(*a, **k))
+    monkeypatch.setattr(tiling, 'super_resolve', lambda *a, **k: calls.append(a[6]) or real(*a, **k))
     auto = gen(lr)
-    assert calls == [sr.MIN_TILE]
+    assert calls == [tiling.MIN_TILE]
     assert np.abs(auto - whole).max() < 1e-4
 
 
@@ -105,10 +111,10 @@ def test_tiling_follows_the_measured_memory(generators, monkeypatch):
     the tile size and batch come from the figure measured on this machine."""
     gen = generators(4)
     lr = smooth_image(60, 30, seed=1)
-    prior = sr.BYTES_PER_LR_PIXEL[4]
+    prior = PRIOR[4]
     calls = []
-    real = sr.super_resolve
-    monkeypatch.setattr(sr, 'super_resolve', lambda *a, **k: calls.append((a[5], k['batch'])) or real(*a, **k))
+    real = tiling.super_resolve
+    monkeypatch.setattr(tiling, 'super_resolve', lambda *a, **k: calls.append((a[6], k['batch'])) or real(*a, **k))
     monkeypatch.setattr(gen, 'bytes_per_pixel', lambda: pytest.fail('measured although the prior fits'))
     monkeypatch.setattr(gen, 'memory_budget', lambda: 60 * 30 * prior)
     whole = gen(lr)
@@ -122,17 +128,17 @@ def test_tiling_follows_the_measured_memory(generators, monkeypatch):
     # a larger image that neither fits (the network stubbed: the decision is what is tested here):
     # tiles sized by the measured figure, 208 (the prior would give 58)
     big = np.zeros((1000, 800, 3), np.float32)
-    monkeypatch.setattr(sr, 'super_resolve', lambda *a, **k: calls.append((a[5], k['batch'])))
+    monkeypatch.setattr(tiling, 'super_resolve', lambda *a, **k: calls.append((a[6], k['batch'])))
     budget = 300 * 300 * measured
     monkeypatch.setattr(gen, 'memory_budget', lambda: budget)
     calls.clear()
     gen(big)
-    assert sr.auto_tile(1000, 800, 4, budget) == 150 - 2 * sr.RECEPTIVE_MARGIN
-    assert gen.last_tile == 300 - 2 * sr.RECEPTIVE_MARGIN and calls == [(gen.last_tile, 1)]
+    assert tiling.auto_tile(1000, 800, budget, prior, MARGIN) == 150 - 2 * MARGIN
+    assert gen.last_tile == 300 - 2 * MARGIN and calls == [(gen.last_tile, 1)]
     # --tile 100: as many tiles per call as the measured figure allows (2; the prior: 1)
     calls.clear()
     gen(big, tile=100)
-    assert sr.tile_batch(100, 4, budget) == 1 and calls == [(100, 300 * 300 // (100 + 2 * sr.RECEPTIVE_MARGIN) ** 2)]
+    assert tiling.tile_batch(100, budget, prior, MARGIN) == 1 and calls == [(100, 300 * 300 // (100 + 2 * MARGIN) ** 2)]
 
 
 def test_memory_per_pixel_is_measured(monkeypatch):
@@ -144,7 +150,7 @@ def test_memory_per_pixel_is_measured(monkeypatch):
     if one.per_pixel_source != 'allocator':
         pytest.skip('no allocator statistics here (oneDNN ops off): the resident memory only raises the prior')
     assert strips.per_pixel_source == 'allocator'
-    assert 1024 < b < 0.75 * a and b < sr.BYTES_PER_LR_PIXEL[4]
+    assert 1024 < b < 0.75 * a and b < PRIOR[4]
     assert strips.bytes_per_pixel() == b        # measured once
     one.close()
     strips.close()

@@ -12,6 +12,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from conftest import make_tfrecord, random_checkpoint
+import checkpoints
 import loop
 import main as sr_main
 import train
@@ -308,7 +309,7 @@ def test_natsr_ema_of_gen_weights_resumes_and_is_exported(data, tmp_path, capsys
     assert run(2) == 0
     trial = tmp_path / 'ck' / 'NatSR_x4_trial0'
     w0, w1, w2 = values(frsr, 'GEN/'), values(str(trial / 'model-1'), 'GEN/'), values(str(trial / 'model-2'), 'GEN/')
-    ema = lambda prefix: loop.moving_averages(str(prefix), 'GEN')  # noqa: E731
+    ema = lambda prefix: checkpoints.moving_averages(str(prefix), 'GEN')  # noqa: E731
     name = 'GEN/conv_out/conv2d/kernel'
     # the average starts at the FRSR weights: a1 = d w0 + (1 - d) w1, a2 = d a1 + (1 - d) w2
     a1 = 0.75 * w0[name] + 0.25 * w1[name]
@@ -325,7 +326,7 @@ def test_natsr_ema_of_gen_weights_resumes_and_is_exported(data, tmp_path, capsys
     np.testing.assert_array_equal(values(str(tmp_path / 'NatSR'))[name], ema(trial / 'model-3')[name])
     import json   # recorded like any export, so pruning keeps the checkpoint it came from
     assert json.load(open(trial / 'exported.json')) == {'model-3': [str(tmp_path / 'NatSR')]}
-    assert loop.moving_averages(frsr, 'GEN') is None
+    assert checkpoints.moving_averages(frsr, 'GEN') is None
     # --export_raw ships the weights themselves
     assert run(3, '--export', str(tmp_path / 'NatSR_raw'), '--export_raw') == 0
     assert 'moving average' not in capsys.readouterr().out
@@ -455,17 +456,17 @@ def test_missing_or_garbled_index_resumes_from_the_newest_checkpoint(data, trial
     assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == ['model-%d' % s for s in (1, 2, 3, 4)]
     # an index written before the folder was moved (absolute paths): its checkpoint, found by name
     (trial / 'checkpoint').write_text('model_checkpoint_path: "/moved/away/model-3"\n')
-    assert loop.checkpoint_candidates(str(trial)) == ([3, 2, 1], [])
+    assert checkpoints.checkpoint_candidates(str(trial)) == ([3, 2, 1], [])
     (trial / 'checkpoint').write_text('model_checkpoint_path: "model-4\n}{ garbage')
-    steps, notes = loop.checkpoint_candidates(str(trial))
+    steps, notes = checkpoints.checkpoint_candidates(str(trial))
     assert steps == [4, 3, 2, 1] and len(notes) == 1 and 'checkpoint is garbled' in notes[0]
     (trial / 'checkpoint').write_bytes(b'\xff\xfe\x00model-3')                # not even text
-    assert loop.checkpoint_candidates(str(trial))[0] == [4, 3, 2, 1]
+    assert checkpoints.checkpoint_candidates(str(trial))[0] == [4, 3, 2, 1]
     # an index whose checkpoints are all gone: no silent new start
     for s in (1, 2, 3, 4):
-        loop.remove_checkpoint(str(trial), s)
-    with pytest.raises(loop.TrainingError, match='names a checkpoint, but the folder holds none: .* new --trial'):
-        loop.checkpoint_candidates(str(trial))
+        checkpoints.remove_checkpoint(str(trial), s)
+    with pytest.raises(checkpoints.CheckpointError, match='names a checkpoint, but the folder holds none: .* new --trial'):
+        checkpoints.checkpoint_candidates(str(trial))
 
 
 def read_whole(prefix):
@@ -481,22 +482,22 @@ def test_damaged_newest_checkpoint_gives_way_to_the_one_before(data, trial, tmp_
     assert frsr(data, tmp_path, '--max_steps', '4') == 0
     out, err = capsys.readouterr()
     assert 'model-3 is damaged (' in err and 'resumed from %s' % (trial / 'model-2') in out
-    assert loop.checkpoint_damage(str(trial / 'model-3')) is None          # written again, whole
+    assert checkpoints.checkpoint_damage(str(trial / 'model-3')) is None          # written again, whole
     assert tf.train.load_checkpoint(str(trial / 'model-4')).get_tensor('global_step') == 4
     # a flipped byte (TensorFlow's checksum), asked for with --step: one line naming it and --step
     data4 = glob.glob(str(trial / 'model-4.data-*'))[0]
     raw = bytearray(open(data4, 'rb').read())
     raw[len(raw) // 2] ^= 0xFF
     open(data4, 'wb').write(bytes(raw))
-    with pytest.raises(loop.TrainingError) as e:
-        loop.restore_checkpoint(str(trial), 4, read_whole)
+    with pytest.raises(checkpoints.CheckpointError) as e:
+        checkpoints.restore_checkpoint(str(trial), 4, read_whole)
     assert str(e.value).startswith('%s: damaged checkpoint (' % (trial / 'model-4'))
     assert str(e.value).endswith('resume from another --step (steps here: 1, 2, 3) or start afresh with a new --trial')
     # every checkpoint damaged: one line, start afresh with a new --trial
     for index in glob.glob(str(trial / 'model-*.index')):
         open(index, 'wb').write(b'not an sstable')
-    with pytest.raises(loop.TrainingError, match='no intact checkpoint .*model-4.* new --trial'):
-        loop.restore_checkpoint(str(trial), None, read_whole)
+    with pytest.raises(checkpoints.CheckpointError, match='no intact checkpoint .*model-4.* new --trial'):
+        checkpoints.restore_checkpoint(str(trial), None, read_whole)
 
 
 def damaged_copy(source, path, record):
@@ -561,7 +562,7 @@ def test_full_disk_leaves_the_last_checkpoint_as_it_was(data, trial, tmp_path, c
                     'is left, the last checkpoint, step 3, is as it was' % trial)
     assert checkpoint_files() == files
     assert tf.train.latest_checkpoint(str(trial)).endswith('model-3')
-    assert loop.checkpoint_damage(str(trial / 'model-3')) is None
+    assert checkpoints.checkpoint_damage(str(trial / 'model-3')) is None
     # the checkpoint files fit, the index does not
     monkeypatch.undo()
     replace = os.replace
@@ -582,7 +583,7 @@ def test_pruning_keeps_the_newest_and_the_exported_checkpoints(data, trial, tmp_
     assert frsr(data, tmp_path, '--export', str(tmp_path / 'Model' / 'FRSR')) == 0     # exports model-3
     assert json.load(open(trial / 'exported.json')) == {'model-3': [str(tmp_path / 'Model' / 'FRSR')]}
     assert frsr(data, tmp_path, '--max_steps', '6', '--keep_checkpoints', '2') == 0
-    assert loop.checkpoint_steps(str(trial)) == [3, 5, 6]         # model-1, model-2 of the earlier run too
+    assert checkpoints.checkpoint_steps(str(trial)) == [3, 5, 6]         # model-1, model-2 of the earlier run too
     state = tf.train.get_checkpoint_state(str(trial))
     assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == ['model-3', 'model-5', 'model-6']
 
@@ -593,14 +594,14 @@ def test_kept_steps(tmp_path):
     for s in (1, 2, 4, 6, 8, 12):
         (tmp_path / ('model-%d.index' % s)).write_bytes(b'')
     (tmp_path / 'model-10.data-00000-of-00001').write_bytes(b'')          # no .index: no checkpoint
-    assert loop.kept_steps(str(tmp_path), 9, 3) == [6, 8, 9]
-    assert loop.kept_steps(str(tmp_path), 9, 1) == [9]
-    assert loop.kept_steps(str(tmp_path), 9, 0) == [1, 2, 4, 6, 8, 9]
+    assert checkpoints.kept_steps(str(tmp_path), 9, 3) == [6, 8, 9]
+    assert checkpoints.kept_steps(str(tmp_path), 9, 1) == [9]
+    assert checkpoints.kept_steps(str(tmp_path), 9, 0) == [1, 2, 4, 6, 8, 9]
     (tmp_path / 'exported.json').write_text(json.dumps({'model-2': ['Model/FRSR'], 'model-12': ['x']}))
-    assert loop.kept_steps(str(tmp_path), 9, 3) == [2, 6, 8, 9]
+    assert checkpoints.kept_steps(str(tmp_path), 9, 3) == [2, 6, 8, 9]
     (tmp_path / 'exported.json').write_text('{"model-2": ')
-    with pytest.raises(loop.TrainingError, match='exported.json: not a record of exported checkpoints'):
-        loop.kept_steps(str(tmp_path), 9, 3)
+    with pytest.raises(checkpoints.CheckpointError, match='exported.json: not a record of exported checkpoints'):
+        checkpoints.kept_steps(str(tmp_path), 9, 3)
 
 
 def test_sigterm_saves_the_last_completed_step_and_exits_130(data, tmp_path, capsys, monkeypatch):
@@ -616,5 +617,5 @@ def test_sigterm_saves_the_last_completed_step_and_exits_130(data, tmp_path, cap
     assert frsr(data, tmp_path, '--max_steps', '5', '--checkpoint_interval', '100') == 130
     trial = tmp_path / 'FRSR_x4_trial0'
     assert 'interrupted at step 2: the checkpoint of step 2 is in %s' % trial in capsys.readouterr().err
-    assert loop.checkpoint_steps(str(trial)) == [2]
+    assert checkpoints.checkpoint_steps(str(trial)) == [2]
     assert tf.train.load_checkpoint(tf.train.latest_checkpoint(str(trial))).get_tensor('global_step') == 2

@@ -8,6 +8,8 @@ parts under 16 MB (PREFIX.part0.npz, PREFIX.part1.npz, ...). This script convert
     python tools/convert_weights.py to-npz --checkpoint Model/NMD --model NMD --out .gpu_data/NMD
     # npz parts -> the shipping checkpoint (weights only, .meta with InNOut), as main.py --export writes
     python tools/convert_weights.py to-tf --weights out/FRSR_x4 --model FRSR --scale 4 --out Model/FRSR
+
+A generator other than FRACTAL (model.GENERATORS) is named by --arch.
 """
 import argparse
 import glob
@@ -58,33 +60,34 @@ def load_parts(prefix):
     return out
 
 
-def _model(name, scale):
-    """(build(placeholder), scope) of a shipping model."""
-    from model import FRACTAL
+def _model(name, scale, arch='FRACTAL'):
+    """(build(placeholder), scope) of a shipping model: the NMD, or the generator `arch`."""
+    import model
     if name == 'NMD':
         from Train_NMD.train import shipping_graph
         return shipping_graph, 'CLASSIFIER'
-    return (lambda x: FRACTAL(x, scale)), 'GEN'
+    return (lambda x: model.generator(arch, x, scale)), model.generator_class(arch).scope
 
 
-def to_npz(checkpoint, name, scale, out):
+def to_npz(checkpoint, name, scale, out, arch='FRACTAL'):
     """The network weights of a TF checkpoint (training or shipping) -> npz parts."""
     import tensorflow.compat.v1 as tf
-    import loop
-    build, scope = _model(name, scale)
+    import checkpoints
+    build, scope = _model(name, scale, arch)
     with tf.Graph().as_default():
         build(tf.placeholder(tf.float32, [None, None, None, 3]))
-        names = [v.op.name for v in loop.weights(scope)]
-        loop.check_checkpoint(checkpoint, scope, name)
+        variables = checkpoints.weights(scope)
+        names = [v.op.name for v in variables]
+        checkpoints.check_checkpoint(checkpoint, variables, name)
     reader = tf.train.load_checkpoint(checkpoint)
     save_parts({n: reader.get_tensor(n) for n in names}, out)
     print('%s (%s, %d tensors) -> %s.part*.npz' % (checkpoint, scope, len(names), out))
 
 
-def to_tf(weights, name, scale, out):
-    import loop
-    build, scope = _model(name, scale)
-    loop.export(build, scope, None, None, out, values=load_parts(weights))
+def to_tf(weights, name, scale, out, arch='FRACTAL'):
+    import checkpoints
+    build, scope = _model(name, scale, arch)
+    checkpoints.export(build, scope, None, None, out, values=load_parts(weights))
 
 
 def main(argv=None):
@@ -97,17 +100,18 @@ def main(argv=None):
     for q in (a, b):
         q.add_argument('--model', choices=('FRSR', 'NatSR', 'NMD'), required=True)
         q.add_argument('--scale', type=int, choices=(2, 3, 4), default=4)
+        q.add_argument('--arch', default='FRACTAL', help='generator architecture (model.GENERATORS; default: FRACTAL)')
         q.add_argument('--out', required=True)
     args = p.parse_args(argv)
     import tflog
     tflog.init()
-    import loop
+    import checkpoints
     try:
         if args.cmd == 'to-npz':
-            to_npz(args.checkpoint, args.model, args.scale, args.out)
+            to_npz(args.checkpoint, args.model, args.scale, args.out, args.arch)
         else:
-            to_tf(args.weights, args.model, args.scale, args.out)
-    except loop.TrainingError as e:
+            to_tf(args.weights, args.model, args.scale, args.out, args.arch)
+    except (checkpoints.CheckpointError, ValueError) as e:
         raise SystemExit(str(e))
 
 
