@@ -40,9 +40,9 @@ def learning_rate(step, args):
 
 class SRStage(loop.Stage):
     """What FRSR and NatSR share: the TFRecords of generate_NatSR.py, --strategy, GEN and its Adam
-    optimizer (and moving average, --ema_decay), the summaries. A subclass gives `losses` (GEN's
-    loss and what to show), `shown` (the losses of the progress bar), `scalars` (summary tag ->
-    output) and `load` (GEN's first weights)."""
+    optimizer (and moving average, --ema_decay), the summaries. A subclass gives `iteration` (the
+    train ops and losses of one iteration on SR and HR), `shown` (the losses of the progress bar),
+    `scalars` (summary tag -> output) and `load` (GEN's first weights)."""
     kind = 'NatSR'
     shown, scalars = (), ()
 
@@ -78,19 +78,18 @@ class SRStage(loop.Stage):
         return self
 
     def replica_step(self, lr, hr):
-        """One iteration on the batch (under a strategy: this replica's share of it): GEN's loss
-        (`losses`, a mean over that batch) minimised over GEN's weights; `distribute.replica_share`
-        makes the summed gradients of the replicas those of the global-batch mean. Returns the
-        train ops, losses and SR output."""
+        """One iteration on the batch (under a strategy: this replica's share of it): the train
+        ops, losses (means over that batch) and SR output."""
         sr = generator(lr, self.args.scale).output
-        loss, out = self.losses(sr, hr)
+        return dict(self.iteration(sr, hr), sr=sr)
+
+    def train_gen(self, loss):
+        """The Adam step of GEN on `loss` (and the moving average's update, --ema_decay > 0);
+        `distribute.replica_share` makes the summed gradients of the replicas those of the
+        global-batch mean. `ema_reset` copies the weights into the average (after GEN is loaded
+        from a checkpoint)."""
         gen_vars = tf.trainable_variables('GEN/')
         train = self.opt_g.minimize(distribute.replica_share(loss), var_list=gen_vars, global_step=self.step)
-        return dict(out, train=self.with_ema(train, gen_vars), sr=sr)
-
-    def with_ema(self, train, gen_vars):
-        """`train`, followed by the update of the moving average of GEN's weights (--ema_decay > 0).
-        `ema_reset` copies the weights into the average (after GEN is loaded from a checkpoint)."""
         self.ema_reset = None
         if not self.args.ema_decay:
             return train
@@ -112,9 +111,9 @@ class FRSR(SRStage):
     name = 'FRSR'
     shown, scalars = ('l1',), (('loss/recon', 'l1'),)
 
-    def losses(self, sr, hr):
+    def iteration(self, sr, hr):
         loss_recon = recon_loss(sr, hr)
-        return loss_recon, {'l1': loss_recon}
+        return {'train': self.train_gen(loss_recon), 'l1': loss_recon}
 
     def load(self, sess):
         """From scratch, or (--init_checkpoint) GEN's weights that match, e.g. x4 ones for x2."""
@@ -133,8 +132,8 @@ class NatSR(SRStage):
     scalars = (('loss/recon', 'l1'), ('loss/naturalness', 'nat'), ('loss/gan_G', 'g_gan'),
                ('loss/gan_D', 'd'), ('loss/total_G', 'g'), ('nmd_score', 'nmd_score'))
 
-    def losses(self, sr, hr):
-        """L = L_recon + nat_weight * L_nat + gan_weight * L_G (RaGAN), after DIS's step on L_D."""
+    def iteration(self, sr, hr):
+        """DIS's step on L_D (RaGAN), then GEN's on L = L_recon + nat_weight * L_nat + gan_weight * L_G."""
         args = self.args
         view = lambda x: random_shift(x, args.d_shift)  # noqa: E731  DIS's view (identity by default)
         loss_recon = recon_loss(sr, hr)
@@ -153,8 +152,9 @@ class NatSR(SRStage):
             loss_g = loss_recon + args.nat_weight * loss_nat + args.gan_weight * loss_gan
             if args.grid_weight:                 # an option, not the paper's (README, "The dot grid")
                 loss_g += args.grid_weight * grid_loss(sr, hr, 2 * args.scale)
-        return loss_g, {'d_train': d_train, 'l1': loss_recon, 'nat': loss_nat, 'g_gan': loss_gan, 'd': loss_d,
-                        'g': loss_g, 'nmd_score': tf.reduce_mean(nmd_score)}
+        train = self.train_gen(loss_g)
+        return {'train': train, 'd_train': d_train, 'l1': loss_recon, 'nat': loss_nat, 'g_gan': loss_gan,
+                'd': loss_d, 'g': loss_g, 'nmd_score': tf.reduce_mean(nmd_score)}
 
     def load(self, sess):
         args = self.args
