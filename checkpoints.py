@@ -66,7 +66,7 @@ def find_checkpoint(modelpath, model):
     if os.path.isfile(modelpath + '.index'):
         return modelpath
     trials = _trials(modelpath)
-    run = '%s_x%d' % (model.split('_x')[0], MODEL_SCALES[model])  # train.run_name without the trial
+    run = '%s_x%d' % (model.split('_x')[0], MODEL_SCALES[model])  # loop.trial_dir without the trial
     mine = sorted((t for t in trials if re.match(re.escape(run) + r'_trial\d+$', t)),
                   key=lambda t: int(t.rsplit('trial', 1)[1]))
     if len(mine) == 1:

@@ -1,23 +1,22 @@
-"""What the three training stages (NMD, FRSR, NatSR) share: flags from a config module, and the
-step loop with its progress bar, summaries, interval checkpoints (checkpoints.save_checkpoint),
-Ctrl-C / SIGTERM checkpoint and NaN and damaged-data guards; the command line's exit statuses."""
+"""What the three training stages (NMD, FRSR, NatSR) share: flags from a config module; the stage
+driver (`Stage`, `train_stage`: set-up, data check, resume or start); the step loop with its
+progress bar, summaries, interval checkpoints (checkpoints.save_checkpoint), Ctrl-C / SIGTERM
+checkpoint and NaN and damaged-data guards; the command line's exit statuses."""
 import argparse
 import math
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
 import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
-from checkpoints import CheckpointError, save_checkpoint
+from checkpoints import CheckpointError, resume, save_checkpoint, trial_folder
 from device import TRAIN_PRECISIONS, PrecisionError
 from generate_Dataset import records
 from utils import error_line
-# The trainers' names of today, until the merge of issue 14 renames their calls to checkpoints.* /
-# device.* (train.py and Train_NMD/train.py are being rewritten beside this change): drop then.
-from checkpoints import export, resume, restore_matching, restore_scope, trial_folder  # noqa: F401,E402
-from device import device_name, session_config  # noqa: F401,E402
 
 
 class TrainingError(Exception):
@@ -60,18 +59,18 @@ def config_parser(config, description):
     return p
 
 
-def load_sidecar(tfrecord, patch_size=None):
-    """The sidecar of the TFRecord `tfrecord` (one-line errors), checked against --patch_size
-    `patch_size` (None or 0: not given; the patch size is the TFRecord's)."""
+def check_records(tfrecord, kind, scale=None, patch_size=None):
+    """The sidecar of the TFRecord `tfrecord`, checked (records.check) for a stage that trains on
+    `kind` records ('NatSR' or 'NMD') at `scale`, with --patch_size `patch_size` (None or 0: not
+    given; the patch size is the TFRecord's); a one-line TrainingError otherwise."""
     try:
         meta = records.load_sidecar(tfrecord)
     except ValueError as e:
         raise TrainingError(str(e))
-    side = meta['label_shape'][0]
-    if patch_size and side != patch_size:
-        raise TrainingError("%s: holds %d-pixel HR patches, --patch_size is %d (leave --patch_size out: the "
-                            "TFRecord's sidecar sets it)" % (tfrecord, side, patch_size))
-    return meta
+    try:
+        return records.check(meta, kind, scale, patch_size)
+    except ValueError as e:
+        raise TrainingError('%s: %s' % (tfrecord, e))
 
 
 class _Stop(object):
@@ -182,3 +181,94 @@ def main_guard(fn):
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+# ---------------------------------------------------------------- the stage driver
+
+def trial_dir(name, args):
+    """<checkpoint_dir>/<name>_x<scale>_trial<N>: the folder of a trial of the stage `name`."""
+    return os.path.join(args.checkpoint_dir, '%s_x%d_trial%d' % (name, args.scale, args.trial))
+
+
+class Stage(object):
+    """A training stage that train_stage drives (train.FRSR, train.NatSR, Train_NMD.train.NMDStage),
+    made from the command line's `args`. It names its trials (`name`) and the TFRecords it trains
+    on (`kind`, see records.check), and gives:
+      cluster()                   the devices (a distribute.Cluster)
+      build(lr, hr, strategy)     the graph on a batch: sets `step` (the global step), `fetches`
+                                  ('train' and the losses to show) and `summary`; returns the stage
+    and, where it needs them, overrides the rest below."""
+    name = kind = None
+
+    def __init__(self, args):
+        self.args = args
+
+    def data(self, replicas):
+        """The sidecar of --tfrecord_path, checked for this stage and the `replicas` (the global
+        batch is split evenly among them), before any work."""
+        args = self.args
+        meta = check_records(args.tfrecord_path, self.kind, args.scale, args.patch_size)
+        if args.batch_size % replicas:
+            raise TrainingError('--batch_size %d does not split evenly over %d replicas'
+                                % (args.batch_size, replicas))
+        return meta
+
+    def batches(self, cluster, ds):
+        """(lr, hr, initializer or None) of the dataset `ds` on `cluster`."""
+        return cluster.batches(ds)
+
+    def describe(self, meta):
+        """What the run trains on, for its first line."""
+        return '%s x%d on %s (%d patches, HR %dx%d, batch %d)' % (
+            self.name, self.args.scale, self.args.tfrecord_path, meta['count'], meta['label_shape'][0],
+            meta['label_shape'][1], self.args.batch_size)
+
+    def start(self, sess):
+        """A new trial (nothing to resume): the first weights, e.g. from another stage's checkpoint."""
+
+    def after_step(self, sess, writer, step):
+        """After each step `step` (the NMD: validation and curriculum)."""
+
+
+def train_stage(stage, args):
+    """Train `stage` as `args` say: check the data, build the graph on `stage.cluster()` (one
+    device, or the replicas of a tf.distribute strategy), resume the trial's latest (or --step)
+    checkpoint or start it (`stage.start`), then run the step loop (train_loop) with its
+    checkpoints and summaries. Under multiworker, the chief alone writes checkpoints and
+    summaries in the trial's folder. Returns the last step and losses."""
+    folder = trial_dir(stage.name, args)
+    tf.reset_default_graph()
+    tf.set_random_seed(args.seed)
+    cluster = stage.cluster()
+    meta = stage.data(cluster.replicas)
+    ds, _ = records.dataset(args.tfrecord_path, args.batch_size, seed=args.seed)
+    if cluster.is_chief:
+        trial_folder(folder)
+    with cluster.scope():
+        lr, hr, data_init = stage.batches(cluster, ds)
+        stage.build(lr, hr, cluster.strategy)
+        saver = tf.train.Saver(max_to_keep=None)  # save_checkpoint prunes (--keep_checkpoints)
+        same_step = cluster.same_step_everywhere(stage.step)
+    print('device: %s; %s; checkpoints %sin %s' % (cluster.description, stage.describe(meta),
+                                                   '' if cluster.is_chief else 'by the chief ', folder))
+    out_dir = folder if cluster.is_chief else tempfile.mkdtemp(prefix='natsr-worker-')
+    try:
+        with cluster.session() as sess:
+            sess.run([tf.global_variables_initializer()] + ([data_init] if data_init is not None else []))
+            prefix = resume(sess, saver, folder, args.step, write=cluster.is_chief)
+            if prefix:
+                print('resumed from %s' % prefix)
+            else:
+                stage.start(sess)
+            if same_step is not None and not sess.run(same_step):
+                raise TrainingError('the workers resumed from different steps: every worker must see the '
+                                    "chief's trial folder %s (a shared file system)" % folder)
+            # every worker runs the same steps (the summaries' cross-worker means included)
+            writer = tf.summary.FileWriter(out_dir, sess.graph if not prefix and cluster.is_chief else None)
+            return train_loop(sess, stage.fetches, stage.step, saver, out_dir, args.max_steps,
+                              args.checkpoint_interval, stage.summary, writer, args.summary_interval,
+                              after_step=lambda step: stage.after_step(sess, writer, step),
+                              keep=args.keep_checkpoints, data=args.tfrecord_path)
+    finally:
+        if out_dir != folder:  # a non-chief worker's checkpoints and summaries: thrown away (TF's advice)
+            shutil.rmtree(out_dir, ignore_errors=True)

@@ -19,14 +19,14 @@ import checkpoints  # noqa: E402
 import device  # noqa: E402
 import loop  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
-from Train_NMD.train import (count_correct, load_records, natural_votes, pair_accuracies,  # noqa: E402
+from Train_NMD.train import (check_side, count_correct, natural_votes, pair_accuracies,  # noqa: E402
                              read_validation, shipping_graph)
 
 
 def evaluate(checkpoint, val_tfrecord, sigma, alpha, draws=4, batch=32, seed=0):
     """{'noise': %, 'blur': %, 'clean': %, 'noisy': %, 'blurry': %, 'patches': n}: the two pair
     accuracies (mean of the clean and the unnatural class) and each class's own."""
-    load_records(val_tfrecord, None)
+    check_side(val_tfrecord, loop.check_records(val_tfrecord, 'NMD'))
     hr, ilr = read_validation(val_tfrecord, 10 ** 9)
     with tf.Graph().as_default():
         tf.set_random_seed(seed)

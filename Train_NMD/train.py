@@ -1,22 +1,20 @@
 """Training of the Natural Manifold Discriminator with the noise / blur curriculum."""
-import os
-
 import numpy as np
 import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
+import checkpoints
+import distribute
 import loop
 from generate_Dataset import records
 from model import NMD
 from Train_NMD.curriculum import HISTORY, curriculum_update  # noqa: F401 (HISTORY: checkpoint layout)
 from Train_NMD.degrade import blur, inject_dct
 
-def load_records(path, patch_size):
-    """Check the NMD TFRecord `path` (kind, `patch_size` if given: None or 0 takes the TFRecord's)
-    and return its sidecar."""
-    meta = loop.load_sidecar(path, patch_size)
-    if meta['kind'] != 'NMD':
-        raise loop.TrainingError('%s: a %s TFRecord, the NMD needs one from generate_TrainNMD.py' % (path, meta['kind']))
+
+def check_side(path, meta):
+    """The NMD's own rule on the patches of the TFRecord `path` (sidecar `meta`): a side that is a
+    multiple of 16 (8x8 DCT blocks, 4 poolings)."""
     side = meta['label_shape'][0]
     if side % 16:
         raise loop.TrainingError('%s: patch side %d is not a multiple of 16 (8x8 DCT blocks, 4 poolings)' % (path, side))
@@ -37,11 +35,43 @@ def read_validation(path, limit):
     return np.stack(hr).astype(np.float32) / 255, np.stack(ilr).astype(np.float32) / 255
 
 
-class NMDTrainer(object):
-    """Batch: [noisy quarter | blurry quarter | clean half], labels 0, 0, 1."""
+class NMDStage(loop.Stage):
+    """The NMD with the noise / blur curriculum (NATSR.md, "NMD"), on one device. Batch: [noisy
+    quarter | blurry quarter | clean half], labels 0, 0, 1; every --val_interval steps a
+    validation on held-out patches moves the curriculum."""
+    name = kind = 'NMD'
 
-    def __init__(self, args, ilr, hr):
-        self.args = args
+    def __init__(self, args):
+        if args.batch_size % 4:
+            raise loop.TrainingError('--batch_size must be a multiple of 4 (noisy, blurry, clean, clean)')
+        if not 1 <= args.acc_window <= HISTORY:
+            raise loop.TrainingError('--acc_window must be between 1 and %d' % HISTORY)
+        super().__init__(args)
+
+    def cluster(self):
+        return distribute.cluster(self.args)   # one device: Train_NMD/main.py has no --strategy
+
+    def data(self, replicas):
+        """The training TFRecord's sidecar, checked, and the validation patches (--val_tfrecord_path)."""
+        args = self.args
+        meta = check_side(args.tfrecord_path, super().data(replicas))
+        val = loop.check_records(args.val_tfrecord_path, 'NMD', args.scale)
+        if val['label_shape'][0] != meta['label_shape'][0]:
+            raise loop.TrainingError('%s: holds %d-pixel patches, the training TFRecord %d-pixel ones'
+                                     % (args.val_tfrecord_path, val['label_shape'][0], meta['label_shape'][0]))
+        self.held_out = read_validation(args.val_tfrecord_path, args.val_patches)   # (HR, ILR)
+        return meta
+
+    def batches(self, cluster, ds):
+        ilr, hr = tf.data.make_one_shot_iterator(ds).get_next()
+        return ilr, hr, None
+
+    def describe(self, meta):
+        return super().describe(meta) + ', validation %s (%d patches)' % (
+            self.args.val_tfrecord_path, len(self.held_out[0]))
+
+    def build(self, ilr, hr, strategy=None):
+        args = self.args
         self.step = tf.train.get_or_create_global_step()
         self.sigma = tf.get_variable('noise_sigma', [], initializer=tf.constant_initializer(args.noise_sigma), trainable=False)
         self.alpha = tf.get_variable('alpha', [], initializer=tf.constant_initializer(args.alpha), trainable=False)
@@ -73,6 +103,21 @@ class NMDTrainer(object):
                          'noise': tf.placeholder(tf.float32, [HISTORY]), 'blur': tf.placeholder(tf.float32, [HISTORY])}
         self.set_state = [self.sigma.assign(self.state_in['sigma']), self.alpha.assign(self.state_in['alpha']),
                           self.noise_hist.assign(self.state_in['noise']), self.blur_hist.assign(self.state_in['blur'])]
+        return self
+
+    def after_step(self, sess, writer, step):
+        """Every --val_interval steps: validate, move the curriculum, log both."""
+        if step % self.args.val_interval:
+            return
+        acc_noise, acc_blur = self.validate(sess, *self.held_out)
+        old = sess.run([self.sigma, self.alpha])
+        sigma, alpha = self.curriculum(sess, acc_noise, acc_blur)
+        writer.add_summary(tf.Summary(value=[
+            tf.Summary.Value(tag='accuracy/val_noise', simple_value=acc_noise),
+            tf.Summary.Value(tag='accuracy/val_blur', simple_value=acc_blur)]), step)
+        tqdm.write('step %d: validation accuracy noise %.1f %% blur %.1f %%; sigma %.4g alpha %.2f%s'
+                   % (step, acc_noise, acc_blur, sigma, alpha,
+                      '' if np.allclose(old, [sigma, alpha]) else ' (curriculum moved)'))
 
     def validate(self, sess, hr, ilr):
         """(noise accuracy, blur accuracy) in percent over the validation patches."""
@@ -111,64 +156,14 @@ def pair_accuracies(correct, n):
     return 100 * (correct[0] + correct[2]) / (2.0 * n), 100 * (correct[1] + correct[2]) / (2.0 * n)
 
 
-def run_name(args):
-    return 'NMD_x%d_trial%d' % (args.scale, args.trial)
-
-
 def train(args):
-    if args.batch_size % 4:
-        raise loop.TrainingError('--batch_size must be a multiple of 4 (noisy, blurry, clean, clean)')
-    if not 1 <= args.acc_window <= HISTORY:
-        raise loop.TrainingError('--acc_window must be between 1 and %d' % HISTORY)
-    trial_dir = os.path.join(args.checkpoint_dir, run_name(args))
-    tf.reset_default_graph()
-    tf.set_random_seed(args.seed)
-    meta = load_records(args.tfrecord_path, args.patch_size)
-    val_meta = load_records(args.val_tfrecord_path, None)
-    if val_meta['label_shape'][0] != meta['label_shape'][0]:
-        raise loop.TrainingError('%s: holds %d-pixel patches, the training TFRecord %d-pixel ones'
-                                 % (args.val_tfrecord_path, val_meta['label_shape'][0], meta['label_shape'][0]))
-    for m, path in ((meta, args.tfrecord_path), (val_meta, args.val_tfrecord_path)):
-        if m['scale'] != args.scale:
-            raise loop.TrainingError('%s: made for x%d, --scale is %d' % (path, m['scale'], args.scale))
-    loop.trial_folder(trial_dir)
-    ds, _ = records.dataset(args.tfrecord_path, args.batch_size, seed=args.seed)
-    ilr, hr = tf.data.make_one_shot_iterator(ds).get_next()
-    trainer = NMDTrainer(args, ilr, hr)
-    val_hr, val_ilr = read_validation(args.val_tfrecord_path, args.val_patches)
-    saver = tf.train.Saver(max_to_keep=None)  # loop.save_checkpoint prunes (--keep_checkpoints)
-    print('device: %s; NMD x%d on %s (%d patches of %d px, batch %d), validation %s (%d patches); checkpoints in %s'
-          % (loop.device_name(), args.scale, args.tfrecord_path, meta['count'], meta['label_shape'][0],
-             args.batch_size, args.val_tfrecord_path, len(val_hr), trial_dir))
-    with tf.Session(config=loop.session_config(args.precision)) as sess:
-        sess.run(tf.global_variables_initializer())
-        prefix = loop.resume(sess, saver, trial_dir, args.step)
-        if prefix:
-            print('resumed from %s' % prefix)
-        writer = tf.summary.FileWriter(trial_dir, sess.graph if not prefix else None)
-
-        def after_step(step):
-            if step % args.val_interval:
-                return
-            acc_noise, acc_blur = trainer.validate(sess, val_hr, val_ilr)
-            old = sess.run([trainer.sigma, trainer.alpha])
-            sigma, alpha = trainer.curriculum(sess, acc_noise, acc_blur)
-            writer.add_summary(tf.Summary(value=[
-                tf.Summary.Value(tag='accuracy/val_noise', simple_value=acc_noise),
-                tf.Summary.Value(tag='accuracy/val_blur', simple_value=acc_blur)]), step)
-            tqdm.write('step %d: validation accuracy noise %.1f %% blur %.1f %%; sigma %.4g alpha %.2f%s'
-                       % (step, acc_noise, acc_blur, sigma, alpha,
-                          '' if np.allclose(old, [sigma, alpha]) else ' (curriculum moved)'))
-
-        return loop.train_loop(sess, trainer.fetches, trainer.step, saver, trial_dir, args.max_steps,
-                               args.checkpoint_interval, trainer.summary, writer, args.summary_interval,
-                               after_step=after_step, keep=args.keep_checkpoints, data=args.tfrecord_path)
+    """Train the NMD as `args` say; resumes the trial's latest checkpoint (loop.train_stage)."""
+    return loop.train_stage(NMDStage(args), args)
 
 
 def export(args, out_prefix):
     """Write the CLASSIFIER weights of the trial's latest (or --step) checkpoint to `out_prefix`."""
-    trial_dir = os.path.join(args.checkpoint_dir, run_name(args))
-    loop.export(shipping_graph, 'CLASSIFIER', trial_dir, args.step, out_prefix)
+    checkpoints.export(shipping_graph, 'CLASSIFIER', loop.trial_dir('NMD', args), args.step, out_prefix)
 
 
 def shipping_graph(x):

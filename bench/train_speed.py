@@ -1,5 +1,5 @@
 """Seconds per training iteration of the three stages (NMD, FRSR, NatSR) with the TensorFlow
-trainers' own graphs (train.Trainer, Train_NMD.train.NMDTrainer), on a fixed in-memory batch, so
+trainers' own graphs (the stages of train.py and Train_NMD/train.py), on a fixed in-memory batch, so
 that reading data does not count. Median of --iters timed iterations after one warm-up.
 
     python bench/train_speed.py                                  # paper and small shapes, all stages
@@ -55,11 +55,11 @@ def stage_graph(stage, batch, patch, precision, scale=SCALE, tfrecord=None):
         image = tf.constant(rng.rand(batch, side, side, 3).astype(np.float32))
     if stage == 'NMD':
         args = loop.config_parser(nmd_config, '').parse_args(['--batch_size', str(batch), '--scale', str(scale)])
-        trainer = nmd_train.NMDTrainer(args, image, hr)
+        trainer = nmd_train.NMDStage(args).build(image, hr)
     else:
         args = loop.config_parser(config, '').parse_args(['--model', stage, '--batch_size', str(batch),
                                                           '--scale', str(scale)])
-        trainer = train.Trainer(args, image, hr)
+        trainer = train.stage(args).build(image, hr)
     return device.session_config(precision), trainer.fetches, (image, hr)
 
 

@@ -35,6 +35,25 @@ def load_sidecar(tfrecord):
     return meta
 
 
+MAKERS = {'NatSR': 'generate_NatSR.py', 'NMD': 'generate_TrainNMD.py'}   # kind -> the script that writes it
+
+
+def check(meta, kind, scale=None, patch=None):
+    """Check the sidecar `meta` of a TFRecord for a trainer of `kind` records ('NatSR': FRSR and
+    NatSR; 'NMD') at `scale` (None: any), asked for `patch`-pixel HR patches (--patch_size; None
+    or 0: not asked, the TFRecord's). Returns `meta`; a ValueError of one line (without the
+    TFRecord's name) says what does not fit."""
+    if meta['kind'] != kind:
+        raise ValueError('a %s TFRecord; this trainer needs a %s one, from %s' % (meta['kind'], kind, MAKERS[kind]))
+    if scale is not None and meta['scale'] != scale:
+        raise ValueError('made for x%d, --scale is %d' % (meta['scale'], scale))
+    side = meta['label_shape'][0]
+    if patch and side != patch:
+        raise ValueError("holds %d-pixel HR patches, --patch_size is %d (leave --patch_size out: the "
+                         "TFRecord's sidecar sets it)" % (side, patch))
+    return meta
+
+
 def _varint(n):
     out = bytearray()
     while n > 0x7F:

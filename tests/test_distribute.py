@@ -87,7 +87,7 @@ def worker_compare(model, out_dir):
             with cluster.scope():
                 ds = tf.data.Dataset.from_tensors((lr, hr)).repeat()
                 lr_t, hr_t, data_init = cluster.batches(ds)
-                trainer = train.Trainer(args, lr_t, hr_t, cluster.strategy)
+                trainer = train.stage(args).build(lr_t, hr_t, cluster.strategy)
                 saver = tf.train.Saver()
             t1 = time.time()
             with cluster.session() as sess:

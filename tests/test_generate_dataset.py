@@ -119,6 +119,21 @@ def test_nmd_records_and_held_out_validation(tmp_path, capsys):
     assert 'nmd_val.tfrecord: %d records' % val_kept in capsys.readouterr().out
 
 
+def test_records_check_kind_scale_and_patch_of_a_sidecar():
+    """records.check: the one check the trainers make of a TFRecord's sidecar; None / 0 skip a rule."""
+    meta = {'count': 4, 'label_shape': [96, 96, 3], 'image_shape': [24, 24, 3], 'scale': 4, 'kind': 'NatSR'}
+    assert records.check(meta, 'NatSR', 4, 96) is meta
+    assert records.check(meta, 'NatSR', None, None) is meta and records.check(meta, 'NatSR', 4, 0) is meta
+    for args, message in (
+            (('NMD', 4, None), 'a NatSR TFRecord; this trainer needs a NMD one, from generate_TrainNMD.py'),
+            (('NatSR', 2, None), 'made for x4, --scale is 2'),
+            (('NatSR', 4, 192), "holds 96-pixel HR patches, --patch_size is 192 (leave --patch_size out: the "
+                                "TFRecord's sidecar sets it)")):
+        with pytest.raises(ValueError) as e:
+            records.check(meta, *args)
+        assert str(e.value) == message
+
+
 def test_datapath_pairs_by_name_and_matches_computed_lr(tmp_path):
     hr = make_images(tmp_path / 'hr', gray=False)
     lr = tmp_path / 'lr'

@@ -261,7 +261,7 @@ def test_natsr_d_step_then_g_step_with_frozen_nmd(data, tmp_path, capsys):
     with tf.Graph().as_default():
         lr = tf.placeholder(tf.float32, [2, 4, 4, 3])
         hr = tf.placeholder(tf.float32, [2, PATCH, PATCH, 3])
-        t = train.Trainer(args, lr, hr)
+        t = train.stage(args).build(lr, hr)
         applied = {}
         for op in tf.get_default_graph().get_operations():
             if op.type == 'ResourceApplyAdam':
@@ -273,7 +273,7 @@ def test_natsr_d_step_then_g_step_with_frozen_nmd(data, tmp_path, capsys):
         with tf.Session() as sess:
             sess.run(tf.global_variables_initializer())
             s0 = snap(sess)
-            sess.run(t.d_train, feed)          # the D step alone: DIS moves, GEN and NMD do not
+            sess.run(t.outputs['d_train'], feed)          # the D step alone: DIS moves, GEN and NMD do not
             s1 = snap(sess)
             sess.run(t.train_op, feed)         # a whole iteration: GEN moves, NMD still frozen
             s2 = snap(sess)
