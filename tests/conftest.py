@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 
 import tflog  # noqa: E402
 
-tflog.graph_mode()  # the tests build graphs as the trainers do (every command calls tflog.init)
+tflog.init()  # as every command: TensorFlow's start-up lines off, graph mode (the tests build graphs as the trainers do)
 
 
 def shared_path(*parts):
