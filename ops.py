@@ -56,6 +56,17 @@ def l2_normalize(v, eps=1e-12):
     return v / (tf.sqrt(tf.reduce_sum(tf.square(v))) + eps)
 
 
+# graph collection UPDATES + '<scope>/u': [the op of the latest update of that `u`]
+UPDATES = 'spectral_norm_update/'
+
+
+def chained_read(u, last_update):
+    """The value of `u` once `last_update` (the previous evaluation's assign; [] for the first) has
+    run: a copy-on-write snapshot that a later assign does not change."""
+    with tf.control_dependencies(last_update):
+        return u.read_value()
+
+
 def spectral_norm(kernel):
     """Kernel divided by its largest singular value, estimated by one power iteration.
 
@@ -63,17 +74,24 @@ def spectral_norm(kernel):
     the normalised kernel is evaluated (Miyato et al. 2018). As in the original ops.py,
     `v_hat`, `u_hat` and `sigma` are plain functions of the kernel: the kernel's gradient also
     flows through the power iteration (only the stored `u` is a constant for it).
+    Evaluations of one kernel (DIS on HR, then on SR, in the D step and again in the G step) run
+    in the order they were built, each reading the `u` the one before left (`chained_read`); the
+    gradients use the value read (a resource variable's read is a snapshot), not the live `u`.
     Under a tf.distribute strategy every replica computes the same `u_hat` (same `u`, same
     kernel): the first replica's is kept (ONLY_FIRST_REPLICA, ignored otherwise).
     """
     shape = kernel.get_shape().as_list()
     w = tf.reshape(kernel, [-1, shape[-1]])
     u = tf.get_variable('u', [1, shape[-1]], initializer=tf.truncated_normal_initializer(),
-                        trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
-    v_hat = l2_normalize(tf.matmul(u, w, transpose_b=True))
+                        trainable=False, aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+                        use_resource=True)
+    last_update = tf.get_collection_ref(UPDATES + u.op.name)
+    v_hat = l2_normalize(tf.matmul(chained_read(u, last_update), w, transpose_b=True))
     u_hat = l2_normalize(tf.matmul(v_hat, w))
     sigma = tf.matmul(tf.matmul(v_hat, w), u_hat, transpose_b=True)
-    with tf.control_dependencies([u.assign(u_hat)]):
+    update = u.assign(u_hat, read_value=False)
+    last_update[:] = [update]
+    with tf.control_dependencies([update]):
         w_sn = tf.reshape(w / sigma, shape)
     return w_sn
 
