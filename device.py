@@ -42,13 +42,20 @@ def select_gpu(gpu):
         os.environ['CUDA_VISIBLE_DEVICES'] = '' if gpu.strip() == '-1' else gpu
 
 
-def session_config(precision='fp32'):
+def session_config(precision='fp32', deterministic=False):
     """The ConfigProto of every session (soft placement, GPU memory on demand), set for the
     trainers' --precision (TRAIN_PRECISIONS); PrecisionError (one line) where this machine cannot
-    run it, never a silent fp32 fallback. Inference sets its own Plan on it (apply_plan)."""
+    run it, never a silent fp32 fallback. Inference sets its own Plan on it (apply_plan).
+    `deterministic` (the trainers' --deterministic): Grappler off, whose rewrites of the NatSR graph
+    differ from one session to the next; bf16 is one of its rewrites, so fp32 only."""
     import tensorflow.compat.v1 as tf
     config = tf.ConfigProto(allow_soft_placement=True)
     config.gpu_options.allow_growth = True
+    if deterministic:
+        if precision != 'fp32':
+            raise PrecisionError('--deterministic needs --precision fp32 (bf16 is a Grappler rewrite, which '
+                                 '--deterministic turns off)')
+        config.graph_options.rewrite_options.disable_meta_optimizer = True
     if precision != 'fp32':
         apply_plan(config, check_precision(precision, training=True))
     return config

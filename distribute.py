@@ -163,7 +163,7 @@ def cluster(args):
     `add_flags` (e.g. made by loop.config_parser alone) mean one device."""
     strategy = getattr(args, 'strategy', 'none')
     num_gpus, cpu_replicas = getattr(args, 'num_gpus', None), getattr(args, 'cpu_replicas', None)
-    config = device.session_config(getattr(args, 'precision', 'fp32'))
+    config = device.session_config(getattr(args, 'precision', 'fp32'), getattr(args, 'deterministic', False))
     if strategy == 'none':
         if num_gpus is not None or cpu_replicas is not None:
             raise loop.TrainingError('--num_gpus / --cpu_replicas need --strategy mirrored')

@@ -301,29 +301,30 @@ def test_natsr_d_step_then_g_step_with_frozen_nmd(data, tmp_path, capsys):
     assert 'NMD checkpoint not found' in capsys.readouterr().err
 
 
-def test_natsr_same_seed_same_checkpoint(data, tmp_path, monkeypatch):
-    """Two NatSR runs with the same --seed end with the same checkpoint, every tensor (DIS's `u`
-    and the Adam slots included): the four DIS evaluations of an iteration read and update each
-    spectral-norm `u` in the order they were built (ops.spectral_norm). Grappler is off here: its
-    rewrites of the NatSR graph differ from one session to the next (README, "Reproducibility")."""
-    plain = device.session_config
-
-    def no_grappler(precision='fp32'):
-        config = plain(precision)
-        config.graph_options.rewrite_options.disable_meta_optimizer = True
-        return config
-    monkeypatch.setattr(device, 'session_config', no_grappler)
+def test_natsr_same_seed_same_checkpoint(data, tmp_path):
+    """Two NatSR runs with the same --seed and --deterministic end with the same checkpoint, every
+    tensor (DIS's `u` and the Adam slots included): the four DIS evaluations of an iteration read and
+    update each spectral-norm `u` in the order they were built (ops.spectral_norm), and Grappler,
+    whose rewrites of the NatSR graph differ from one session to the next, is off (README,
+    "Reproducibility")."""
     frsr = random_checkpoint(str(tmp_path / 'FRSR'), lambda x: FRACTAL(x, 4), 'GEN')
     nmd = random_checkpoint(str(tmp_path / 'NMD'), NMD, 'CLASSIFIER')
     ends = []
     for run in ('a', 'b'):
-        assert sr_main.main(sr_args(data, tmp_path / run, '--max_steps', '2', '--seed', '3',
+        assert sr_main.main(sr_args(data, tmp_path / run, '--max_steps', '2', '--seed', '3', '--deterministic',
                                     '--frsr_checkpoint', frsr, '--nmd_checkpoint', nmd)) == 0
         reader = tf.train.load_checkpoint(str(tmp_path / run / 'NatSR_x4_trial0' / 'model-2'))
         ends.append({k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()})
     a, b = ends
     assert sorted(a) == sorted(b) and 'DIS/conv1_1/u' in a and 'DIS/conv6_1/kernel/Adam_D' in a
     assert changed(a, b) == []
+
+
+def test_deterministic_turns_grappler_off_and_needs_fp32():
+    assert device.session_config(deterministic=True).graph_options.rewrite_options.disable_meta_optimizer
+    assert not device.session_config().graph_options.rewrite_options.disable_meta_optimizer
+    with pytest.raises(device.PrecisionError, match='--deterministic needs --precision fp32'):
+        device.session_config('bf16', deterministic=True)
 
 
 def test_natsr_ema_of_gen_weights_resumes_and_is_exported(data, tmp_path, capsys):
