@@ -16,7 +16,7 @@ from utils import proc_field
 
 PRECISIONS = ('fp32', 'tf32', 'bf16', 'fp16')  # test.py --precision
 TRAIN_PRECISIONS = ('fp32', 'bf16')              # the trainers' --precision (mixed: fp32 weights and loss)
-CPU_BF16_FLAGS = ('avx512_bf16', 'amx_bf16')     # /proc/cpuinfo flags of CPUs with bfloat16 arithmetic
+CPU_BF16_FLAGS = ('amx_bf16', 'avx512_bf16')     # /proc/cpuinfo flags of CPUs with bfloat16 arithmetic (preferred first)
 
 
 class PrecisionError(ValueError):
@@ -76,10 +76,7 @@ def cpu_model():
 def cpu_bf16_feature(flags=None):
     """The CPU flag that gives bfloat16 arithmetic ('amx_bf16' or 'avx512_bf16'), or None."""
     flags = cpu_flags() if flags is None else flags
-    for flag in ('amx_bf16', 'avx512_bf16'):
-        if flag in flags:
-            return flag
-    return None
+    return next((flag for flag in CPU_BF16_FLAGS if flag in flags), None)
 
 
 def onednn_enabled():

@@ -82,11 +82,7 @@ class Generator(object):
                 checkpoints.check_checkpoint(prefix, self.variables)
             self.var_sess = tf.Session(graph=self.var_graph, config=device.session_config())
             if weights is not None:                     # given values, e.g. blend_weights(...)
-                self.var_sess.run(tf.variables_initializer(self.variables))
-                for v in self.variables:
-                    if v.op.name not in weights or tuple(weights[v.op.name].shape) != tuple(v.shape.as_list()):
-                        raise CheckpointError('the given weights do not fit this model (%s)' % v.op.name)
-                    v.load(weights[v.op.name], self.var_sess)
+                checkpoints.assign_values(self.var_sess, self.variables, weights)
             elif prefix is None:
                 self.var_sess.run(tf.variables_initializer(self.variables))
             else:
