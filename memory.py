@@ -7,7 +7,8 @@ from utils import proc_field
 
 
 def available_memory():
-    """Bytes of host memory this process may still use (MemAvailable, capped by a cgroup limit)."""
+    """Bytes of host memory this process may still use: MemAvailable, capped by a cgroup limit and by
+    the address space its resource limits leave (address_space_left)."""
     field = proc_field('/proc/meminfo', 'MemAvailable:')
     avail = int(field.split()[0]) * 1024 if field else None
     if avail is None:
@@ -25,7 +26,23 @@ def available_memory():
             break
         except (OSError, ValueError):
             continue
-    return max(avail, 256 << 20)
+    room = address_space_left()
+    return max(avail if room is None else min(avail, room), 256 << 20)
+
+
+def address_space_left():
+    """Bytes this process may still map under its RLIMIT_AS (`ulimit -v`, against VmSize) and
+    RLIMIT_DATA (against VmData): the smaller room, or None without either limit."""
+    import resource
+    room = None
+    for limit, field in ((resource.RLIMIT_AS, 'VmSize:'), (resource.RLIMIT_DATA, 'VmData:')):
+        soft = resource.getrlimit(limit)[0]
+        used = proc_field('/proc/self/status', field)
+        if soft == resource.RLIM_INFINITY or used is None:
+            continue
+        left = soft - (int(used.split()[0]) << 10)
+        room = left if room is None else min(room, left)
+    return room
 
 
 def reset_peak_rss():
