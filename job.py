@@ -14,15 +14,21 @@ class UsageError(Exception):
     """Bad arguments, folders, checkpoint or output locations: one line, exit status 2, nothing run."""
 
 
+BLEND_MODES = ('output', 'weights')
+
+
 @dataclasses.dataclass
 class Blend:
-    """The dial of --blend: (1 - alpha) * fidelity + alpha * perceptual, two checkpoint prefixes."""
+    """The dial of --blend: (1 - alpha) * fidelity + alpha * perceptual, two checkpoint prefixes; `mode`
+    'output': of the two networks' outputs, 'weights': one network of the interpolated weights."""
     fidelity: str
     perceptual: str
     alpha: float
+    mode: str = 'output'
 
     def describe(self):
-        return '%s + %s, blend %g' % (os.path.abspath(self.fidelity), os.path.abspath(self.perceptual), self.alpha)
+        return '%s + %s, %s blend %g' % (os.path.abspath(self.fidelity), os.path.abspath(self.perceptual),
+                                         'weight' if self.mode == 'weights' else 'output', self.alpha)
 
 
 @dataclasses.dataclass
@@ -43,9 +49,10 @@ class Job:
 
     @property
     def folder(self):
-        """The results folder's name: the model's, bicubic_x<scale>, or NatSR_blend<alpha>."""
+        """The results folder's name: the model's, bicubic_x<scale>, NatSR_blend<alpha> (the output
+        blend) or NatSR_blend<alpha>_weights."""
         if self.blend is not None:
-            return 'NatSR_blend%g' % self.blend.alpha
+            return 'NatSR_blend%g%s' % (self.blend.alpha, '_weights' if self.blend.mode == 'weights' else '')
         return self.model if self.model != 'bicubic' else 'bicubic_x%d' % self.scale
 
     def checkpoint_label(self):
@@ -76,6 +83,9 @@ def list_folder(folder, what):
     try:
         files = utils.list_images(folder)
     except FileNotFoundError:
+        if os.path.exists(folder):
+            raise UsageError('%s folder %s is a file, not a folder (give the folder that holds the images)'
+                             % (what, folder))
         raise UsageError('%s folder %s: no such folder' % (what, folder))
     if not files:
         raise UsageError('%s folder %s: no images (%s)' % (what, folder, ' '.join(utils.IMAGE_EXTS)))

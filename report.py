@@ -44,12 +44,18 @@ def weights_hash(weights):
     return h.hexdigest()[:12]
 
 
-def job_record(job, args, gen):
-    """What produced the scores of `job` (job.Job): model, checkpoint and a hash of the weights of `gen`
-    (the sr.Generator, or None), data folders, options."""
+def job_record(job, args, gens):
+    """What produced the scores of `job` (job.Job): model, checkpoint (a blend's label names its mode)
+    and a hash of the weights of `gens` (the sr.Generators: none for bicubic, two for the output
+    blend), data folders, options."""
+    if len(gens) > 1:
+        weights = {'%d/%s' % (i, k): v for i, g in enumerate(gens) for k, v in g.weights().items()}
+    else:
+        weights = gens[0].weights() if gens else None
+    gen = gens[0] if gens else None
     return {'model': job.model, 'scale': job.scale,
             'checkpoint': job.checkpoint_path(),
-            'weights': weights_hash(gen.weights()) if gen is not None else '',
+            'weights': weights_hash(weights) if gens else '',
             'datapath': 'scikit-image sample photos' if job.default_job else os.path.abspath(args.datapath),
             'labelpath': os.path.abspath(args.labelpath) if args.labelpath else '',
             'tile': args.tile or 'auto', 'precision': args.precision if gen is not None else ''}
@@ -83,8 +89,8 @@ def report(job, tally, record, csv_path):
     """Print the table and the summary of a run (pipeline.Tally), write the CSV; the exit status."""
     if tally.stop:
         sys.stdout.flush()
-        print('error: %s; stopped: the %d image%s saved before it are kept in %s, no metrics written'
-              % (tally.stop, tally.saved, '' if tally.saved == 1 else 's', job.outdir), file=sys.stderr)
+        print('error: %s; stopped: the %s saved before it %s kept in %s, no metrics written'
+              % (tally.stop, _plural(tally.saved), 'is' if tally.saved == 1 else 'are', job.outdir), file=sys.stderr)
         return EXIT_FAILED
     done = len(job.items) - tally.failed
     rows = tally.rows

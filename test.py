@@ -31,7 +31,9 @@ stops, the images saved before are kept); 2 bad arguments, folders, checkpoint o
 """
 import argparse
 import os
+import signal
 import sys
+import threading
 
 import checkpoints
 import device
@@ -44,13 +46,14 @@ import upscaler
 import utils
 from checkpoints import MODEL_SCALES, CheckpointError
 from device import PRECISIONS, PrecisionError
-from job import Blend, Job, UsageError, check_stems, default_items, folder_items, pair_files  # noqa: F401
+from job import BLEND_MODES, Blend, Job, UsageError, check_stems, default_items, folder_items, pair_files  # noqa: F401
 from pipeline import OutputError  # noqa: F401
 from report import weights_hash  # noqa: F401
 from upscaler import upscale_image  # noqa: F401
 
 MODELS = tuple(MODEL_SCALES) + ('bicubic',)
 EXIT_FAILED, EXIT_USAGE = 1, 2
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143   # 128 + SIGINT, 128 + SIGTERM
 
 
 def parse_args(argv=None):
@@ -90,8 +93,11 @@ def parse_args(argv=None):
                         'fp16 (NVIDIA GPU >= 7.0), bf16 (CPU with AVX512_BF16 / AMX-BF16, or NVIDIA GPU >= 8.0); '
                         'an unsupported choice is an error')
     p.add_argument('--blend', type=float, default=None, metavar='A',
-                   help='the perception-distortion dial of --model NatSR: run the weight blend (1 - A) * FRSR + A * '
-                        'NatSR of MODELPATH/FRSR and MODELPATH/NatSR (network interpolation); 0: FRSR, 1: NatSR')
+                   help='the perception-distortion dial of --model NatSR: (1 - A) * FRSR + A * NatSR of MODELPATH/FRSR '
+                        'and MODELPATH/NatSR (see --blend_mode); 0: FRSR, 1: NatSR')
+    p.add_argument('--blend_mode', default='output', choices=BLEND_MODES,
+                   help='what --blend interpolates: output (default: the two networks\' output images, in float '
+                        'before rounding; keeps the tone) or weights (one network of the interpolated weights)')
     p.add_argument('--csv', default=None, help='metrics CSV path (default: one per job, '
                                                'SAVEPATH/MODEL/metrics_<data>_<checkpoint>_<hash>.csv)')
     return tflog.add_flag(p).parse_args(argv)
@@ -159,6 +165,16 @@ def check_outputs(args, outdir, save, columns):
             raise UsageError('cannot write %s to %s: %s' % (what, folder, problem))
 
 
+def own_checkpoint(prefix, model):
+    """`prefix`, unless it is named after another shipped model (--model FRSR --modelpath Model/NatSR):
+    then UsageError, as those weights would run under the wrong name."""
+    name = os.path.basename(prefix)
+    if name in MODEL_SCALES and name != model:
+        raise UsageError('checkpoint %s is the shipped model %s, not %s: run it with --model %s, or give --modelpath '
+                         'the folder that holds %s' % (prefix, name, model, name, model))
+    return prefix
+
+
 def find_model(args, default_job):
     """(model, checkpoint prefix or None, job.Blend or None) of --model / --modelpath / --blend; the
     default job without a checkpoint falls back to bicubic (a note); else UsageError (one line)."""
@@ -170,10 +186,11 @@ def find_model(args, default_job):
     except PrecisionError as e:
         raise UsageError(str(e))
     try:
-        prefix = checkpoints.find_checkpoint(args.modelpath, args.model)
+        prefix = own_checkpoint(checkpoints.find_checkpoint(args.modelpath, args.model), args.model)
         blend = None
         if args.blend is not None:
-            blend = Blend(checkpoints.find_checkpoint(args.modelpath, 'FRSR'), prefix, args.blend)
+            blend = Blend(own_checkpoint(checkpoints.find_checkpoint(args.modelpath, 'FRSR'), 'FRSR'), prefix,
+                          args.blend, args.blend_mode)
     except CheckpointError as e:
         if not default_job:
             raise UsageError(str(e))
@@ -198,14 +215,33 @@ def plan_job(args):
     return job
 
 
+def remove_leftovers(folders):
+    """Remove the temporary files that killed runs left in `folders` (utils.remove_dead_temporaries),
+    with one note line."""
+    for folder in sorted(folders):
+        removed = utils.remove_dead_temporaries(folder)
+        if removed:
+            print('note: removed %d temporary file%s of interrupted runs in %s (%s)'
+                  % (len(removed), '' if len(removed) == 1 else 's', folder, ', '.join(removed)))
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread to unwind as Ctrl-C does."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def run(args):
     job = plan_job(args)
     n = len(job.items)
     print('job: %s, %d image%s, x%d' % ('bundled sample photos (scikit-image)' if job.default_job else args.datapath,
                                         n, '' if n == 1 else 's', job.scale))
     up = upscaler.make(job, args)
-    record = report.job_record(job, args, up.gen)
+    record = report.job_record(job, args, up.gens)
     csv_path = args.csv or os.path.join(job.outdir, report.csv_name(record))
+    remove_leftovers({job.outdir, os.path.dirname(os.path.abspath(csv_path))} if job.save or job.columns else ())
     sys.stdout.flush()
     tally = pipeline.Pipeline(job, up, args.tile).run()
     return report.report(job, tally, record, csv_path)
@@ -218,15 +254,21 @@ def main(argv=None):
     # oneDNN's convolutions on the frozen inference graph (sr.Generator): on AVX2 CPUs about 1.2x
     # faster than Eigen's, which TensorFlow uses there by default. TF_ENABLE_ONEDNN_OPTS=0 opts out.
     os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         return run(args)
     except UsageError as e:
         sys.stdout.flush()
         print('error: %s' % e, file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:   # the images saved so far stay, the one being written is finished
+        sys.stdout.flush()
         print('interrupted', file=sys.stderr)
-        return 130
+        return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == '__main__':

@@ -20,15 +20,20 @@ def warn(msg):
 
 
 class Upscaler(object):
-    """`run(rgb, tile)`: float RGB [h, w, 3] in [0, 1] -> [sh, sw, 3]; `gen`: the sr.Generator that
-    runs it (None for bicubic), whose `last_tile` says whether the last image was tiled."""
+    """`run(rgb, tile)`: float RGB [h, w, 3] in [0, 1] -> [sh, sw, 3]; `gens`: the sr.Generators that
+    run it (none for bicubic, two for the output blend); the first's `last_tile` says whether the
+    last image was tiled."""
 
-    def __init__(self, run, gen=None):
-        self.run, self.gen = run, gen
+    def __init__(self, run, gens=()):
+        self.run, self.gens = run, list(gens)
+
+    @property
+    def gen(self):
+        return self.gens[0] if self.gens else None
 
     @property
     def last_tile(self):
-        return self.gen.last_tile if self.gen is not None else None
+        return self.gen.last_tile if self.gens else None
 
 
 def bicubic(job, args):
@@ -41,19 +46,42 @@ def bicubic(job, args):
     return Upscaler(lambda rgb, tile=None: imresize(rgb, job.scale))
 
 
-def network(job, args):
-    """The sr.Generator of the job's checkpoint (or of its weight blend); UsageError (one line) when it
-    cannot be built."""
-    print('model: %s, x%d, checkpoint %s, %s' % (job.model, job.scale, job.checkpoint_label(), args.precision))
+def generator(job, args, prefix=None, weights=None, what=None):
+    """sr.Generator of a checkpoint prefix (or of given weights); UsageError (one line, naming `what`
+    where given) when it cannot be built."""
     try:
-        if job.blend is not None:
-            b = job.blend
-            gen = srlib.Generator(job.scale, precision=args.precision, arch=args.arch,
-                                  weights=checkpoints.blend_weights(b.fidelity, b.perceptual, b.alpha))
-        else:
-            gen = srlib.Generator(job.scale, job.checkpoint, precision=args.precision, arch=args.arch)
+        return srlib.Generator(job.scale, prefix, precision=args.precision, arch=args.arch, weights=weights)
     except (CheckpointError, ValueError) as e:   # ValueError: PrecisionError, an unknown --arch or scale
-        raise UsageError(str(e))
+        raise UsageError('%s: %s' % (what, e) if what else str(e))
+
+
+def output_blend(ends, alpha):
+    """(1 - alpha) * ends[0](x) + alpha * ends[1](x) of the clipped float outputs, both networks tiled
+    alike (the second as the first was, where --tile leaves it to the memory); alpha 0 and 1 give
+    each end's output exactly."""
+    def run(rgb, tile=None):
+        first = np.clip(ends[0](rgb, tile=tile), 0.0, 1.0)
+        second = np.clip(ends[1](rgb, tile=tile if tile is not None else ends[0].last_tile or 0), 0.0, 1.0)
+        return (1.0 - alpha) * first + alpha * second
+    return run
+
+
+def network(job, args):
+    """The sr.Generator(s) of the job: its checkpoint, or the dial's two ends (output blend) or one
+    network of their interpolated weights; UsageError (one line) when they cannot be built."""
+    print('model: %s, x%d, checkpoint %s, %s' % (job.model, job.scale, job.checkpoint_label(), args.precision))
+    b = job.blend
+    if b is None:
+        gens = [generator(job, args, job.checkpoint)]
+    elif b.mode == 'weights':
+        try:
+            weights = checkpoints.blend_weights(b.fidelity, b.perceptual, b.alpha)
+        except (CheckpointError, ValueError) as e:
+            raise UsageError(str(e))
+        gens = [generator(job, args, weights=weights, what='the weight blend of %s and %s' % (b.fidelity, b.perceptual))]
+    else:
+        gens = [generator(job, args, b.fidelity), generator(job, args, b.perceptual)]
+    gen = gens[0]
     if args.tile is not None and args.tile < tiling.MIN_TILE:
         side = args.tile + 2 * gen.margin
         warn('warning: --tile %d is below %d LR pixels: every tile also runs %d pixels of context on each side '
@@ -62,7 +90,9 @@ def network(job, args):
     if args.precision != 'fp32':
         print('precision: %s' % gen.plan.what)
     print('device: %s' % gen.device)
-    return Upscaler(lambda rgb, tile=None: gen(rgb, tile=tile), gen)
+    if len(gens) == 2:
+        return Upscaler(output_blend(gens, b.alpha), gens)
+    return Upscaler(lambda rgb, tile=None: gen(rgb, tile=tile), gens)
 
 
 def make(job, args):
