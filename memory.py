@@ -68,7 +68,11 @@ def peak_bytes(run, device='CPU:0'):
     """The peak memory that one call `run()` adds, bytes, and how it was read: TensorFlow's
     allocator statistics of `device` ('allocator': the tensors; oneDNN's allocator on CPU, BFC on
     GPU), else the process's peak resident memory ('rss', VmHWM reset first); (None, None) when
-    neither can be read (run() is still called, once)."""
+    neither can be read, or where an address-space limit holds (address_space_left: what counts
+    there is the memory mapped, more than either reads): run() is still called, once."""
+    if address_space_left() is not None:
+        run()
+        return None, None
     import tensorflow as tf
     try:
         tf.config.experimental.reset_memory_stats(device)
