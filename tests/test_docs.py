@@ -26,6 +26,8 @@ PROGRAMS = [
     'bench/quality.py', 'bench/speed.py', 'bench/precision_psnr.py', 'bench/train_speed.py',
 ]
 README_MAX_LINES = 200
+# Optional packages (requirements-bench.txt): a program that needs one that is absent is skipped.
+OPTIONAL = ('torch',)
 
 
 class _Parsed(Exception):
@@ -53,12 +55,13 @@ def _parser_options(parser, name):
 
 
 def collect(programs=PROGRAMS):
-    """{program: [option, ...]} from each program's parser, without letting any program run."""
+    """({program: [option, ...]}, {program: why it was skipped}) from each program's parser, without
+    letting any program run; a program is skipped only when an OPTIONAL package is absent."""
     def stop(self, args=None, namespace=None):
         raise _Parsed(self)
 
     argparse.ArgumentParser.parse_known_args = stop
-    found = {}
+    found, skipped = {}, {}
     for program in programs:
         path = os.path.join(ROOT, program)
         saved_path, saved_argv = list(sys.path), list(sys.argv)
@@ -69,11 +72,15 @@ def collect(programs=PROGRAMS):
         except _Parsed as e:
             for name, option in _parser_options(e.parser, program):
                 found.setdefault(name, []).append(option)
+        except ModuleNotFoundError as e:
+            if e.name not in OPTIONAL:
+                raise
+            skipped[program] = '%s is not installed' % e.name
         else:
             raise RuntimeError('%s: ended without parsing its command line' % program)
         finally:
             sys.path[:], sys.argv[:] = saved_path, saved_argv
-    return found
+    return found, skipped
 
 
 def doc_files():
@@ -115,8 +122,8 @@ def _options_of_programs():
 
 
 def test_every_option_is_documented():
-    options = _options_of_programs()
-    assert set(p.split(' ')[0] for p in options) == set(PROGRAMS), 'a program built no parser'
+    options, skipped = _options_of_programs()
+    assert set(p.split(' ')[0] for p in options) | set(skipped) == set(PROGRAMS), 'a program built no parser'
     assert len(options.get('test.py', [])) > 10 and 'tools/convert_weights.py to-tf' in options
     text = '\n'.join(_read(p) for p in doc_files())
     missing = undocumented(options, text)
@@ -162,10 +169,12 @@ def test_broken_link_is_found(tmp_path):
 
 
 if __name__ == '__main__':
-    found = collect()
+    found, skipped = collect()
     if '--json' in sys.argv[1:]:
-        print(json.dumps(found))
+        print(json.dumps([found, skipped]))
     else:
         for program, opts in sorted(found.items()):
             for option in opts:
                 print(program, option)
+        for program, why in sorted(skipped.items()):
+            print(program, 'skipped:', why)
