@@ -24,10 +24,17 @@ image, the next one is decoded and the previous one is scored and encoded on two
 `--precision` picks the arithmetic (fp32 default; tf32 / fp16 / bf16 on NVIDIA GPUs, bf16 on CPUs
 with AVX512_BF16 or AMX-BF16); a choice this machine cannot run is an error, never a silent fp32.
 
+`--blend A` is the dial between FRSR and NatSR: by default the mean (1 - A) FRSR(x) + A NatSR(x) of the
+two outputs, with `--blend_mode weights` one network of the interpolated weights.
+
+The parts: job.py (the images, the Job), upscaler.py (the network or bicubic), pipeline.py (the
+per-image loop on its threads), report.py (table, CSV, summary).
+
 Exit status: 0 all done; 1 some images could not be read, run or scored (each reported by name: too
 small, too large for the memory, more than utils.MAX_PIXELS), or saving failed (a full disk: the run
 stops, the images saved before are kept); 2 bad arguments, folders, checkpoint or output locations
-(one line, nothing run).
+(one line, nothing run); 130 Ctrl-C, 143 SIGTERM (`interrupted`: the images saved are kept, the one
+being written is finished, no temporary file is left).
 """
 import argparse
 import os
