@@ -1,6 +1,7 @@
 """test.py on the bad inputs of issue #19 (CMYK JPEG, palette PNG with transparency, SIGTERM and the
 temporaries of killed runs, an address-space limit, a checkpoint named after another model, the
 messages) and the --blend dial's two modes (#21.3)."""
+import csv
 import importlib.util
 import os
 import signal
@@ -245,22 +246,32 @@ def mean_y(img):
 def test_blend_modes_ends_tone_and_tiles(tmp_path):
     """Both modes give FRSR's and NatSR's images bit for bit at A = 0 and 1; at 0.5 the output blend's
     mean Y is the mean of the two ends' within rounding, and its tiled run gives the same bytes."""
-    lr = tmp_path / 'lr'
+    lr, hr = tmp_path / 'lr', tmp_path / 'hr'
     lr.mkdir()
+    hr.mkdir()
     full = utils.read_image(shared_path('data', 'Set5', 'LR_bicubic', 'X4', 'babyx4.png'))
     utils.save_image(str(lr / 'baby.png'), full[30:70, 20:68])
+    full = utils.read_image(shared_path('data', 'Set5', 'HR', 'baby.bmp'))
+    utils.save_image(str(hr / 'baby.png'), full[120:280, 80:272])
     mod = load_script()
     runs = {'FRSR': ['--model', 'FRSR'], 'NatSR': []}
     for mode in ('output', 'weights'):
         for a in ('0', '1', '0.5'):
             runs[mode, a] = ['--blend', a, '--blend_mode', mode]
     runs['tiled'] = ['--blend', '0.5', '--tile', '32']
-    out = {}
+    out, checkpoint = {}, {}
     for key, extra in runs.items():
         save = tmp_path / ('out_%d' % len(out))
-        assert mod.main(['--datapath', str(lr), '--savepath', str(save), '--save'] + extra) == 0, key
+        assert mod.main(['--datapath', str(lr), '--labelpath', str(hr), '--savepath', str(save), '--save',
+                         '--modelpath', os.path.join(ROOT, 'Model')] + extra) == 0, key
         (folder,) = os.listdir(save)
         out[key] = utils.read_image(str(save / folder / 'baby.png'))
+        (name,) = [n for n in os.listdir(save / folder) if n.endswith('.csv')]
+        with open(save / folder / name, newline='') as f:
+            checkpoint[key] = {row['checkpoint'] for row in csv.DictReader(f)}
+    for mode, label in (('output', 'output'), ('weights', 'weight')):   # the record says which mode ran
+        assert checkpoint[mode, '0.5'] == {'%s + %s, %s blend 0.5' % (os.path.join(ROOT, 'Model', 'FRSR'),
+                                                                      os.path.join(ROOT, 'Model', 'NatSR'), label)}
     for mode in ('output', 'weights'):
         np.testing.assert_array_equal(out[mode, '0'], out['FRSR'])
         np.testing.assert_array_equal(out[mode, '1'], out['NatSR'])
