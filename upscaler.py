@@ -78,7 +78,8 @@ def network(job, args):
             weights = checkpoints.blend_weights(b.fidelity, b.perceptual, b.alpha)
         except (CheckpointError, ValueError) as e:
             raise UsageError(str(e))
-        gens = [generator(job, args, weights=weights, what='the weight blend of %s and %s' % (b.fidelity, b.perceptual))]
+        what = 'the weight blend of %s and %s' % (b.fidelity, b.perceptual)
+        gens = [generator(job, args, weights=weights, what=what)]
     else:
         gens = [generator(job, args, b.fidelity), generator(job, args, b.perceptual)]
     gen = gens[0]
