@@ -165,17 +165,18 @@ def limit_address_space(size):
 
 
 def test_image_too_large_for_the_address_space_is_refused_in_one_line(tmp_path):
-    """`ulimit -v 1.5 GB`: a 1000x1000 LR at x4 (16 MP, about 2 GB of results) is one error line, not a crash."""
+    """`ulimit -v 2 GB`: a 1200x1200 LR at x4 (23 MP, about 2.7 GB of results) is one error line, not a crash."""
     lr = tmp_path / 'lr'
     lr.mkdir()
-    utils.save_image(str(lr / 'big.png'), noise((1000, 1000, 3), 0))
+    utils.save_image(str(lr / 'big.png'), noise((1200, 1200, 3), 0))
+    env = dict(os.environ, OMP_NUM_THREADS='1', OPENBLAS_NUM_THREADS='1')   # few threads' stacks, on any CPU
     res = subprocess.run([sys.executable, SCRIPT, '--model', 'bicubic', '--datapath', str(lr), '--savepath',
                           str(tmp_path / 'out'), '--save'], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                         preexec_fn=limit_address_space(1536 << 20))
+                         env=env, preexec_fn=limit_address_space(2 << 30))
     assert 'Traceback' not in res.stderr, res.stderr[-2000:]
     lines = error_lines(res.stderr)
     assert res.returncode == 1, res.stderr[-2000:]
-    assert lines[0].startswith('error: %s: LR 1000x1000 at x4 gives 4000x4000 pixels, which need about 1.9 GB of '
+    assert lines[0].startswith('error: %s: LR 1200x1200 at x4 gives 4800x4800 pixels, which need about 2.7 GB of '
                                'memory, and ' % (lr / 'big.png')) and lines[0].endswith(' are free for them'), lines
 
 
