@@ -16,12 +16,13 @@ import numpy as np
 
 import utils
 from device import session_config
+from exits import UsageError
 
 # The shipped checkpoints (test.py --model, export.py --model) and their scales: Model/<name>.
 MODEL_SCALES = {'NatSR': 4, 'FRSR': 4, 'FRSR_x2': 2, 'FRSR_x3': 3}
 
 
-class CheckpointError(Exception):
+class CheckpointError(UsageError):
     """A checkpoint that is missing, damaged or does not fit the graph; the message is one line."""
 
 

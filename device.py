@@ -12,6 +12,7 @@ Anything else is a PrecisionError naming what is missing: never a silent fallbac
 """
 import os
 
+from exits import UsageError
 from utils import proc_field
 
 PRECISIONS = ('fp32', 'tf32', 'bf16', 'fp16')  # test.py --precision
@@ -19,7 +20,7 @@ TRAIN_PRECISIONS = ('fp32', 'bf16')              # the trainers' --precision (mi
 CPU_BF16_FLAGS = ('amx_bf16', 'avx512_bf16')     # /proc/cpuinfo flags of CPUs with bfloat16 arithmetic (preferred first)
 
 
-class PrecisionError(ValueError):
+class PrecisionError(ValueError, UsageError):
     """A precision this machine (or this use) does not support; the message is one line."""
 
 

@@ -6,20 +6,20 @@ import argparse
 import math
 import os
 import shutil
-import signal
 import sys
 import tempfile
 
 import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
-from checkpoints import CheckpointError, resume, save_checkpoint, trial_folder
-from device import TRAIN_PRECISIONS, PrecisionError
+from checkpoints import resume, save_checkpoint, trial_folder
+from device import TRAIN_PRECISIONS
+import exits
 from generate_Dataset import records
 from utils import error_line
 
 
-class TrainingError(Exception):
+class TrainingError(exits.UsageError):
     """A problem the user can fix (missing file, mismatching checkpoint); printed as one line."""
 
 
@@ -76,21 +76,6 @@ def check_records(tfrecord, kind, scale=None, patch_size=None):
         raise TrainingError('%s: %s' % (tfrecord, e))
 
 
-class _Stop(object):
-    """Turns SIGTERM into KeyboardInterrupt while training, so both end with a checkpoint."""
-
-    def __enter__(self):
-        self.old = signal.signal(signal.SIGTERM, self._raise)
-        return self
-
-    def _raise(self, signum, frame):
-        raise KeyboardInterrupt('SIGTERM')
-
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGTERM, self.old)
-        return False
-
-
 def train_loop(sess, fetches, step, saver, trial_dir, max_steps, checkpoint_interval,
                summary=None, writer=None, summary_interval=0, after_step=None, feed=None, keep=5, data=None):
     """Run `fetches['train']` until the global `step` reaches `max_steps`.
@@ -120,7 +105,7 @@ def train_loop(sess, fetches, step, saver, trial_dir, max_steps, checkpoint_inte
 
     with tf.control_dependencies([fetches['train']]):
         step_after = tf.identity(step.read_value())  # read once the update is applied
-    with _Stop():
+    with exits.sigterm_interrupts():   # SIGTERM ends with a checkpoint, as Ctrl-C does
         try:
             while current < max_steps:
                 run = dict(fetches, step=step_after)
@@ -142,11 +127,10 @@ def train_loop(sess, fetches, step, saver, trial_dir, max_steps, checkpoint_inte
                 bar.set_postfix({k: '%.4g' % v for k, v in losses.items()}, refresh=False)
                 if checkpoint_interval and current % checkpoint_interval == 0:
                     save()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             bar.close()
             save()
-            print('interrupted at step %d: %s' % (current, where()), file=sys.stderr)
-            raise
+            raise exits.Interrupted(exits.signum_of(e), 'interrupted at step %d: %s' % (current, where())) from None
         except tf.errors.DataLossError as e:  # a damaged record: the batch of step current + 1 failed
             bar.close()
             save()
@@ -173,17 +157,12 @@ def run_main(parser, stage, argv, example):
 
 
 def main_guard(fn):
-    """Run `fn()` and return exit status 0; a TrainingError, CheckpointError, PrecisionError or a
-    file system error (a missing file, a full disk) ends with one line on stderr and status 2,
-    Ctrl-C / SIGTERM (after its checkpoint) with 130."""
-    try:
-        fn()
-        return 0
-    except (TrainingError, CheckpointError, PrecisionError, OSError) as e:
-        print('error: %s' % e, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    """Run `fn()` under the exit statuses of exits.py: 0; 2 after one line for a TrainingError,
+    CheckpointError, PrecisionError or a file system error (a missing file, a full disk); 130 / 143
+    after Ctrl-C / SIGTERM, once the checkpoint of the last completed step is saved."""
+    def body():
+        fn()                        # what it returns is not an exit status
+    return exits.main(body)
 
 
 # ---------------------------------------------------------------- the stage driver

@@ -30,11 +30,11 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import os
+import re
 import shutil
 import signal
 import sys
 import tempfile
-import threading
 import traceback
 from typing import NamedTuple
 
@@ -47,16 +47,18 @@ import numpy as np
 from tqdm import tqdm
 
 import config
+import exits
 import utils
 from imresize import imresize
 from generate_Dataset import patches, records
 
 MAX_SHARDS = 256          # temporary files open at once in pass 1
 CHUNK_BYTES = 16 * 2 ** 20   # records transformed (pass 1) or framed (pass 2) at once
-WORK = '.%s.shards.'      # prefix of the hidden work folder beside output NAME
+WORK = '.%s.shards.%d.'   # prefix of the hidden work folder beside output NAME, of the run with this pid
+WORK_NAME = re.compile(r'\..+\.shards\.(?:(\d+)\.)?')   # any run's work folder (older ones: no pid)
 
 
-class DataError(Exception):
+class DataError(exits.UsageError):
     """An error the user can fix (bad input, unwritable output); the message starts with the file or
     folder at fault."""
 
@@ -445,13 +447,34 @@ def _locked(folder):
     return False
 
 
+def _alive(pid):
+    """Whether process `pid` exists (on this machine)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:                                   # exists, another user's
+        pass
+    return True
+
+
+def _stale(folder, name):
+    """Whether `name` in `folder` is the work folder of a run that is gone: named like one, holding
+    its lock file, the lock not held, and the process of the pid in its name (if any) not alive."""
+    m = WORK_NAME.match(name)
+    path = os.path.join(folder, name)
+    if not m or not os.path.isfile(os.path.join(path, 'lock')) or _locked(path):
+        return False
+    return m.group(1) is None or not _alive(int(m.group(1)))
+
+
 def remove_stale(out):
-    """Remove the work folders of killed runs (SIGKILL, power loss) beside `out`, with one note line."""
-    folder, prefix = os.path.dirname(os.path.abspath(out)), WORK % os.path.basename(out)
+    """Remove the work folders of killed runs (SIGKILL, power loss) in the folder of `out`, whatever
+    output they were writing, with one note line; those of running generators stay."""
+    folder = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder):
         return
-    stale = [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if n.startswith(prefix)
-             and os.path.isdir(os.path.join(folder, n)) and not _locked(os.path.join(folder, n))]
+    stale = [os.path.join(folder, n) for n in sorted(os.listdir(folder)) if _stale(folder, n)]
     if not stale:
         return
     size = sum(os.path.getsize(os.path.join(d, f)) for d in stale for f in os.listdir(d)
@@ -487,7 +510,7 @@ class ShuffleWriter:
         self.rng, self.shard_bytes = rng, max(int(shard_bytes), self.size)
         folder = os.path.dirname(os.path.abspath(out))
         os.makedirs(folder, exist_ok=True)
-        self.dir = tempfile.mkdtemp(prefix=WORK % os.path.basename(out), dir=folder)
+        self.dir = tempfile.mkdtemp(prefix=WORK % (os.path.basename(out), os.getpid()), dir=folder)
         self.files = []
         try:
             self.lock = open(os.path.join(self.dir, 'lock'), 'w')
@@ -698,23 +721,8 @@ def sidecar(kind, args, name, count, n_aug, label_shape, image_shape, st, val):
     return meta
 
 
-def _terminate(signum, frame):
-    raise SystemExit(128 + signum)                     # unwinds through every `finally`: no leftovers
-
-
 def main(kind, argv=None):
-    """Command-line entry of both scripts; returns the exit status."""
+    """Command-line entry of both scripts; returns the exit status (exits.py). Ctrl-C and SIGTERM
+    unwind through every `finally`: no leftovers."""
     args = parse_args(kind, argv)
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
-    try:
-        return run(kind, args)
-    except DataError as e:
-        print('error: %s' % e, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print('interrupted', file=sys.stderr)
-        return 130
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+    return exits.main(lambda: run(kind, args))

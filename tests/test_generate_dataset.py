@@ -234,6 +234,7 @@ def test_killed_run_leaves_no_output(tmp_path, sig):
     assert 'k.tfrecord' not in left and 'k.tfrecord.json' not in left
     if sig == signal.SIGTERM:
         assert left == [] and proc.returncode == 128 + signal.SIGTERM   # cleaned up on the way out
+        assert proc.stderr.read().decode().splitlines()[-1] == 'interrupted'   # as after Ctrl-C
         return
     assert len(left) == 1 and left[0].startswith('.k.tfrecord.shards.')   # one hidden work folder
     # the next run over the same output removes it and says so in one line
@@ -451,22 +452,26 @@ def test_a_worker_that_dies_gives_one_line(tmp_path, monkeypatch, capsys):
 # ----------------------------------------------------------------------------- leftovers, unwritable output
 
 def test_stale_work_folders_are_removed_and_reported_live_ones_kept(tmp_path, capsys):
+    """Dead runs' work folders go whatever output they were writing; a live run's stay, known by its
+    lock or by the live pid in the folder's name; a hidden folder without a lock file is not ours."""
     hr = make_images(tmp_path / 'hr')
     out = tmp_path / 'x.tfrecord'
-    dead, live, other = (tmp_path / n for n in ('.x.tfrecord.shards.dead', '.x.tfrecord.shards.live',
-                                                '.y.tfrecord.shards.dead'))
-    for d in (dead, live, other):
-        os.makedirs(d)
-        (d / '000').write_bytes(b'\0' * 5000)
-        (d / 'lock').write_text('')
-    with open(live / 'lock') as lock:
+    gone = subprocess.Popen([sys.executable, '-c', 'pass'])
+    gone.wait()                                           # a pid that no process has now
+    names = ('.x.tfrecord.shards.dead', '.x.tfrecord.shards.live', '.y.tfrecord.shards.dead',
+             '.z.tfrecord.shards.%d.abc' % gone.pid, '.z.tfrecord.shards.%d.abc' % os.getpid(), '.w.shards.mine')
+    for n in names:
+        os.makedirs(tmp_path / n)
+        (tmp_path / n / '000').write_bytes(b'\0' * 5000)
+        if n != '.w.shards.mine':
+            (tmp_path / n / 'lock').write_text('')
+    with open(tmp_path / names[1] / 'lock') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)                  # a generator still running over the same output
         assert gen('NatSR', '--labelpath', hr, '--tfrecord', out, '--scale', 2, '--patch', 16) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith('note: removed')]
-    assert notes == ['note: removed 1 work folder(s) of interrupted runs beside %s (.x.tfrecord.shards.dead, '
-                     '0.0 MB)' % out]
-    assert sorted(os.listdir(tmp_path)) == ['.x.tfrecord.shards.live', '.y.tfrecord.shards.dead', 'hr',
-                                            'x.tfrecord', 'x.tfrecord.json']
+    assert notes == ['note: removed 3 work folder(s) of interrupted runs beside %s (.x.tfrecord.shards.dead, '
+                     '.y.tfrecord.shards.dead, .z.tfrecord.shards.%d.abc, 0.0 MB)' % (out, gone.pid)]
+    assert sorted(os.listdir(tmp_path)) == sorted([names[1], names[4], names[5], 'hr', 'x.tfrecord', 'x.tfrecord.json'])
 
 
 def test_read_only_output_folder_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
