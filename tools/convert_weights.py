@@ -87,7 +87,7 @@ def to_npz(checkpoint, name, scale, out, arch='FRACTAL'):
 def to_tf(weights, name, scale, out, arch='FRACTAL'):
     import checkpoints
     build, scope = _model(name, scale, arch)
-    checkpoints.export(build, scope, None, None, out, values=load_parts(weights))
+    checkpoints.export_values(build, scope, out, load_parts(weights))
 
 
 def main(argv=None):
