@@ -44,16 +44,13 @@ def test_sigterm_unwinds_like_ctrl_c_then_the_old_handler_is_back(capsys):
 def test_every_commands_error_is_a_usage_error():
     """One UsageError: test.py's and export.py's are it; the generators', trainers', checkpoints' and
     precisions' errors are its kinds, so exits.main gives them all status 2."""
-    import importlib.util
     import checkpoints
     import device
     import export
     import loop
-    from conftest import ROOT
+    from conftest import load_script_module
     from generate_Dataset import build
-    spec = importlib.util.spec_from_file_location('natsr_test_script', os.path.join(ROOT, 'test.py'))
-    test_script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(test_script)
+    test_script = load_script_module()
     assert test_script.UsageError is exits.UsageError and export.UsageError is exits.UsageError
     for kind in (build.DataError, loop.TrainingError, checkpoints.CheckpointError, device.PrecisionError):
         assert issubclass(kind, exits.UsageError), kind
