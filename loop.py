@@ -1,6 +1,6 @@
 """What the three training stages (NMD, FRSR, NatSR) share: flags from a config module; the stage
 driver (`Stage`, `train_stage`: set-up, data check, resume or start); the step loop with its
-progress bar, summaries, interval checkpoints (checkpoints.save_checkpoint), Ctrl-C / SIGTERM
+progress bar, summaries, interval checkpoints (trials.save_checkpoint), Ctrl-C / SIGTERM
 checkpoint and NaN and damaged-data guards; the command line's exit statuses."""
 import argparse
 import math
@@ -12,7 +12,7 @@ import tempfile
 import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
-from checkpoints import resume, save_checkpoint, trial_folder
+from trials import resume, save_checkpoint, trial_folder
 from device import TRAIN_PRECISIONS
 import exits
 from generate_Dataset import records
@@ -67,13 +67,33 @@ def check_records(tfrecord, kind, scale=None, patch_size=None):
     `kind` records ('NatSR' or 'NMD') at `scale`, with --patch_size `patch_size` (None or 0: not
     given; the patch size is the TFRecord's); a one-line TrainingError otherwise."""
     try:
-        meta = records.load_sidecar(tfrecord)
+        meta = records.check_file(tfrecord)
     except ValueError as e:
         raise TrainingError(str(e))
     try:
         return records.check(meta, kind, scale, patch_size)
     except ValueError as e:
         raise TrainingError('%s: %s' % (tfrecord, e))
+
+
+class Events(object):
+    """The trial's TensorBoard events file (tf.summary.FileWriter of `folder`, with `graph`), made at
+    the first completed step or summary: a run that trains nothing leaves none."""
+
+    def __init__(self, folder, graph=None):
+        self.folder, self.graph, self.writer = folder, graph, None
+
+    def open(self):
+        if self.writer is None:
+            self.writer = tf.summary.FileWriter(self.folder, self.graph)
+        return self.writer
+
+    def add_summary(self, summary, step):
+        self.open().add_summary(summary, step)
+
+    def flush(self):
+        if self.writer is not None:
+            self.writer.flush()
 
 
 def train_loop(sess, fetches, step, saver, trial_dir, max_steps, checkpoint_interval,
@@ -118,6 +138,8 @@ def train_loop(sess, fetches, step, saver, trial_dir, max_steps, checkpoint_inte
                     raise TrainingError('%s is %s at step %d: training stopped; the last good checkpoint '
                                         'is step %d in %s' % (bad[0], out[bad[0]], out['step'], saved_at, trial_dir))
                 current = int(out['step'])
+                if writer is not None:
+                    writer.open()
                 losses = {k: float(v) for k, v in out.items() if k not in ('train', 'summary', 'step')}
                 if with_summary:
                     writer.add_summary(out['summary'], current)
@@ -246,7 +268,7 @@ def train_stage(stage, args):
                 raise TrainingError('the workers resumed from different steps: every worker must see the '
                                     "chief's trial folder %s (a shared file system)" % folder)
             # every worker runs the same steps (the summaries' cross-worker means included)
-            writer = tf.summary.FileWriter(out_dir, sess.graph if not prefix and cluster.is_chief else None)
+            writer = Events(out_dir, sess.graph if not prefix and cluster.is_chief else None)
             return train_loop(sess, stage.fetches, stage.step, saver, out_dir, args.max_steps,
                               args.checkpoint_interval, stage.summary, writer, args.summary_interval,
                               after_step=lambda step: stage.after_step(sess, writer, step),
