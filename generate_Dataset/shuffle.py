@@ -154,9 +154,9 @@ def frame_records(tfrecord, at, stores, which, offsets, modes, label_shape, imag
 
 
 def _put(dst, r, src, mode):
-    """dst[r] = patches.augment(src, mode, (1, 2)) for N x P x P x 3 uint8 stacks, by numpy's fastest
-    copy: whole 3-byte pixels where rows stay rows (modes 0, 1), else channel by channel (1.7x
-    faster than whole pixels there)."""
+    """dst[r] = patches.augment(src, mode, (1, 2)) for N x P x P x 3 uint8 stacks: whole 3-byte pixels
+    where rows stay rows (modes 0, 1), else channel by channel (numpy's faster copy of a transposed
+    view; docs/benchmarks.md)."""
     src = patches.augment(src, mode, (1, 2))
     if mode < 2:
         _pixels(dst)[r] = _pixels(src)
@@ -166,5 +166,5 @@ def _put(dst, r, src, mode):
 
 
 def _pixels(stack):
-    """An N x P x P x 3 uint8 stack as N x P x P items of 3 bytes (copies of transposed views twice as fast)."""
+    """An N x P x P x 3 uint8 stack as N x P x P items of 3 bytes (one item per pixel to copy)."""
     return stack.view('V3')[..., 0]
