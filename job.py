@@ -5,13 +5,10 @@ import os
 from typing import List, Optional
 
 import utils
+from exits import UsageError
 from imresize import imresize
 
 DEFAULT_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'camera', 'rocket')  # skimage.data, bundled
-
-
-class UsageError(Exception):
-    """Bad arguments, folders, checkpoint or output locations: one line, exit status 2, nothing run."""
 
 
 BLEND_MODES = ('output', 'weights')

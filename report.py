@@ -11,10 +11,11 @@ import sys
 
 import numpy as np
 
+import exits
 import metrics
 import utils
 
-EXIT_FAILED = 1
+EXIT_FAILED = exits.FAILED
 
 
 def print_table(rows, columns):

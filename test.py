@@ -38,12 +38,11 @@ being written is finished, no temporary file is left).
 """
 import argparse
 import os
-import signal
 import sys
-import threading
 
 import checkpoints
 import device
+import exits
 import memory  # noqa: F401  (tests patch memory.available_memory through this module)
 import metrics
 import pipeline
@@ -59,8 +58,7 @@ from report import weights_hash  # noqa: F401
 from upscaler import upscale_image  # noqa: F401
 
 MODELS = tuple(MODEL_SCALES) + ('bicubic',)
-EXIT_FAILED, EXIT_USAGE = 1, 2
-EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143   # 128 + SIGINT, 128 + SIGTERM
+EXIT_FAILED, EXIT_USAGE = exits.FAILED, exits.USAGE
 
 
 def parse_args(argv=None):
@@ -232,14 +230,6 @@ def remove_leftovers(folders):
                   % (len(removed), '' if len(removed) == 1 else 's', folder, ', '.join(removed)))
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread to unwind as Ctrl-C does."""
-
-
-def _terminate(signum, frame):
-    raise Terminated()
-
-
 def run(args):
     job = plan_job(args)
     n = len(job.items)
@@ -261,21 +251,7 @@ def main(argv=None):
     # oneDNN's convolutions on the frozen inference graph (sr.Generator): on AVX2 CPUs about 1.2x
     # faster than Eigen's, which TensorFlow uses there by default. TF_ENABLE_ONEDNN_OPTS=0 opts out.
     os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
-    main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
-    try:
-        return run(args)
-    except UsageError as e:
-        sys.stdout.flush()
-        print('error: %s' % e, file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt as e:   # the images saved so far stay, the one being written is finished
-        sys.stdout.flush()
-        print('interrupted', file=sys.stderr)
-        return EXIT_TERMINATED if isinstance(e, Terminated) else EXIT_INTERRUPTED
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+    return exits.main(lambda: run(args))
 
 
 if __name__ == '__main__':

@@ -2,7 +2,6 @@
 temporaries of killed runs, an address-space limit, a checkpoint named after another model, the
 messages) and the --blend dial's two modes (#21.3)."""
 import csv
-import importlib.util
 import os
 import signal
 import subprocess
@@ -15,17 +14,10 @@ from PIL import Image
 
 import metrics
 import utils
-from conftest import ROOT, shared_path
+from conftest import ROOT, load_script_module, shared_path
 from imresize import imresize
 
 SCRIPT = os.path.join(ROOT, 'test.py')
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location('natsr_test_script_faults', SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def noise(shape, seed):
@@ -37,7 +29,7 @@ def error_lines(err):
 
 
 def bicubic_x2(lr_dir, out, *extra):
-    return load_script().main(['--model', 'bicubic', '--scale', '2', '--datapath', str(lr_dir), '--save',
+    return load_script_module().main(['--model', 'bicubic', '--scale', '2', '--datapath', str(lr_dir), '--save',
                                '--savepath', str(out)] + list(extra))
 
 
@@ -196,7 +188,7 @@ def test_checkpoint_named_after_another_model_is_refused(tmp_path):
 
 def test_datapath_that_is_a_file(tmp_path, capsys):
     utils.save_image(str(tmp_path / 'a.png'), noise((8, 8, 3), 0))
-    assert load_script().main(['--model', 'bicubic', '--datapath', str(tmp_path / 'a.png')]) == 2
+    assert load_script_module().main(['--model', 'bicubic', '--datapath', str(tmp_path / 'a.png')]) == 2
     assert error_lines(capsys.readouterr().err) == [
         'error: LR folder %s is a file, not a folder (give the folder that holds the images)' % (tmp_path / 'a.png')]
 
@@ -254,7 +246,7 @@ def test_blend_modes_ends_tone_and_tiles(tmp_path):
     utils.save_image(str(lr / 'baby.png'), full[30:70, 20:68])
     full = utils.read_image(shared_path('data', 'Set5', 'HR', 'baby.bmp'))
     utils.save_image(str(hr / 'baby.png'), full[120:280, 80:272])
-    mod = load_script()
+    mod = load_script_module()
     runs = {'FRSR': ['--model', 'FRSR'], 'NatSR': []}
     for mode in ('output', 'weights'):
         for a in ('0', '1', '0.5'):
