@@ -15,7 +15,8 @@ TensorFlow Serving: copy the folder to <model_base_path>/<version>/ (e.g. models
 {"inputs": {"image": [<H x W x 3 nested lists>]}} to /v1/models/frsr:predict. The SavedModel runs
 the whole image at once (no tiling): mind the memory of large images (about 16 KB per LR pixel at x4 on CPU).
 
-Exit status: 0 done; 2 bad arguments or checkpoint (one line on stderr).
+Exit status (exits.py): 0 done; 2 bad arguments or checkpoint (one line on stderr); 130 / 143 after
+Ctrl-C / SIGTERM.
 """
 import argparse
 import os
@@ -25,14 +26,12 @@ import tempfile
 
 import checkpoints
 import device
+import exits
 import sr  # TensorFlow is imported when the graph is built
 import tflog
+from exits import UsageError
 
 SIGNATURE = 'serving_default'
-
-
-class UsageError(Exception):
-    pass
 
 
 def parse_args(argv=None):
@@ -126,15 +125,14 @@ def main(argv=None):
     args = parse_args(argv)
     tflog.init(args.verbose, graph=False)   # the serving graph is built in its own tf.Graph()
     device.select_gpu(args.gpu)
-    try:
-        prefix, scale = resolve(args)
-        out = export(prefix, scale, args.out, args.overwrite, args.arch)
-    except UsageError as e:
-        print('error: %s' % e, file=sys.stderr)
-        return 2
+    return exits.main(lambda: run(args))
+
+
+def run(args):
+    prefix, scale = resolve(args)
+    out = export(prefix, scale, args.out, args.overwrite, args.arch)
     print('exported %s (x%d) -> %s' % (prefix, scale, out))
     print("signature '%s': image uint8 [N, H, W, 3] -> image uint8 [N, %dH, %dW, 3]" % (SIGNATURE, scale, scale))
-    return 0
 
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@ import checkpoints
 import distribute
 import loop
 import model
+import trials
 from model import NMD, Discriminator
 
 
@@ -109,7 +110,7 @@ class SRStage(loop.Stage):
 
 
 class FRSR(SRStage):
-    """FRSR pre-training: GEN alone, L1 (NATSR.md, "FRSR")."""
+    """FRSR pre-training: GEN alone, L1 (docs/training.md, "FRSR")."""
     name = 'FRSR'
     shown, scalars = ('l1',), (('loss/recon', 'l1'),)
 
@@ -127,7 +128,7 @@ class FRSR(SRStage):
 
 
 class NatSR(SRStage):
-    """NatSR fine-tuning (NATSR.md, "NatSR"): GEN from FRSR, CLASSIFIER (the NMD) frozen, DIS from
+    """NatSR fine-tuning (docs/training.md, "NatSR"): GEN from FRSR, CLASSIFIER (the NMD) frozen, DIS from
     scratch. Each iteration: a D step, then a G step on the same batch, scored by the updated DIS."""
     name = 'NatSR'
     shown = ('l1', 'nat', 'g_gan', 'd')
@@ -208,6 +209,6 @@ def export(args, out_prefix):
     """Write the GEN weights of the trial's latest (or --step) checkpoint to `out_prefix`: their
     moving average where the run kept one (--ema_decay), else (or with --export_raw) the weights
     themselves."""
-    checkpoints.export(lambda x: model.generator(args.arch, x, args.scale), model.generator_class(args.arch).scope,
-                       loop.trial_dir(args.model, args), args.step, out_prefix,
-                       average=not getattr(args, 'export_raw', False))
+    trials.export(lambda x: model.generator(args.arch, x, args.scale), model.generator_class(args.arch).scope,
+                  loop.trial_dir(args.model, args), args.step, out_prefix,
+                  average=not getattr(args, 'export_raw', False))
