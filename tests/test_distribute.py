@@ -202,6 +202,7 @@ def assert_same_update(out_dir, moved_scopes, lr=2e-4):
 
 # ---------------------------------------------------------------- tests
 
+@pytest.mark.slow
 def test_frsr_step_mirrored_equals_single_device(tmp_path):
     t = time.time()
     python(__file__, 'compare', 'FRSR', tmp_path)
@@ -210,6 +211,7 @@ def test_frsr_step_mirrored_equals_single_device(tmp_path):
     print('FRSR comparison: %.0f s' % (time.time() - t))
 
 
+@pytest.mark.slow
 def test_ragan_means_over_the_global_batch_under_mirrored(tmp_path):
     """Each replica sees half the batch, but the RaGAN losses and their gradients use the means
     of the whole batch: the same losses and the same D and G updates as on one device."""
@@ -221,6 +223,7 @@ def test_ragan_means_over_the_global_batch_under_mirrored(tmp_path):
     assert got['single|d'] != pytest.approx(1.5) and got['single|g'] != pytest.approx(0.7)   # both moved
 
 
+@pytest.mark.slow
 def test_natsr_iteration_mirrored_equals_single_device(tmp_path):
     python(__file__, 'compare', 'NatSR', tmp_path)
     single, mirrored = assert_same_update(str(tmp_path), ('GEN/', 'DIS/'))
@@ -247,6 +250,7 @@ def step_of(prefix):
     return int(tf.train.load_checkpoint(prefix).get_tensor('global_step'))
 
 
+@pytest.mark.slow
 def test_checkpoints_move_between_single_device_mirrored_and_test_py(data, tmp_path):
     import tensorflow.compat.v1 as tf
     ck = tmp_path / 'ck'
@@ -328,6 +332,7 @@ def run_workers(tmp_path, argv, n=2):
     return logs
 
 
+@pytest.mark.slow
 def test_multiworker_two_local_workers_match_single_device(data, tmp_path):
     """Two workers resume a single-device checkpoint, train 2 steps in lock-step and the chief
     saves; the same 2 steps on one device give the same weights."""
@@ -367,6 +372,7 @@ def test_multiworker_two_local_workers_match_single_device(data, tmp_path):
                                                                            np.mean(np.abs(diffs) > 0.05))
 
 
+@pytest.mark.slow
 def test_multiworker_natsr_iteration(data, tmp_path):
     """NatSR (D step, G step, RaGAN means and summaries across workers) on two workers: both
     finish, the chief's checkpoint holds the trained GEN and DIS and the NMD as it was."""
