@@ -1,0 +1,125 @@
+"""Runners of export.py's files in their runtimes: ONNX Runtime (CPU provider), OpenVINO (CPU) and
+TFLite (XNNPACK). Each maps a batch [N, H, W, 3] to its SR [N, sH, sW, 3] in the dtype the file was
+exported with (export.py --io: uint8 or float32), any N, H and W.
+
+`Engine` wraps a float32 export with sr.Generator's calling convention (float [H, W, 3] in [0, 1]
+-> float32 [sH, sW, 3], unclipped; `tile`: LR tiles with the network's margin of context, as
+tiling.py), so that test.py (--engine) and bench/speed.py run it where they run the generator.
+`Engine.from_checkpoint` exports the checkpoint to a temporary folder first.
+"""
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+import tiling
+
+RUNTIMES = ('onnxruntime', 'openvino', 'tflite')
+FORMAT = {'onnxruntime': 'onnx', 'openvino': 'openvino', 'tflite': 'tflite'}
+PACKAGE = {'onnxruntime': 'onnxruntime', 'openvino': 'openvino', 'tflite': 'tensorflow'}
+
+
+def threads():
+    return os.cpu_count() or 1
+
+
+class OnnxRuntime(object):
+    def __init__(self, path):
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads()
+        self.session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+        self.input = self.session.get_inputs()[0].name
+        self.what = 'onnxruntime %s, CPUExecutionProvider, %d threads' % (ort.__version__, threads())
+
+    def __call__(self, batch):
+        return self.session.run(None, {self.input: batch})[0]
+
+
+class OpenVino(object):
+    def __init__(self, path):
+        import openvino as ov
+        core = ov.Core()
+        # f32 inference: without the hint OpenVINO runs bf16 on CPUs with AVX512_BF16 / AMX
+        self.model = core.compile_model(path, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
+        self.request = self.model.create_infer_request()
+        self.what = 'openvino %s, CPU, f32' % ov.__version__
+
+    def __call__(self, batch):
+        return self.request.infer([batch])[0].copy()
+
+
+class TFLite(object):
+    def __init__(self, path):
+        import tensorflow as tf
+        self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=threads())   # XNNPACK by default
+        self.input = self.interpreter.get_input_details()[0]['index']
+        self.output = self.interpreter.get_output_details()[0]['index']
+        self.shape = None
+        self.what = 'TFLite (TensorFlow %s), XNNPACK, %d threads' % (tf.__version__, threads())
+
+    def __call__(self, batch):
+        if self.shape != batch.shape:
+            self.interpreter.resize_tensor_input(self.input, batch.shape)
+            self.interpreter.allocate_tensors()
+            self.shape = batch.shape
+        self.interpreter.set_tensor(self.input, batch)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output)
+
+
+RUNNERS = {'onnxruntime': OnnxRuntime, 'openvino': OpenVino, 'tflite': TFLite}
+
+
+def load(runtime, path):
+    """The runner of `runtime` (RUNTIMES) on the exported file `path`."""
+    return RUNNERS[runtime](path)
+
+
+def missing(runtime):
+    """The package `runtime` needs and lacks (export's converters included), or None."""
+    import importlib.util
+    import convert
+    need = PACKAGE[runtime]
+    return (need if importlib.util.find_spec(need) is None else None) or convert.missing(FORMAT[runtime])
+
+
+class Engine(object):
+    """A float32 export of generator x`scale` (LR context `margin`) run by `runtime`, called as
+    sr.Generator: float [H, W, 3] -> float32 [sH, sW, 3], whole (tile None or 0) or in tiles."""
+
+    def __init__(self, runtime, path, scale, margin):
+        self.runtime = runtime
+        self.run = load(runtime, path)
+        self.scale = scale
+        self.margin = margin
+        self.last_tile = None
+        self.what = self.run.what
+        self.device = 'CPU'
+
+    @classmethod
+    def from_checkpoint(cls, runtime, prefix, scale, arch='FRACTAL'):
+        """Export checkpoint `prefix` (export.export, --io float32) to a temporary folder, removed
+        once the runtime has loaded it; export.UsageError on a bad checkpoint."""
+        import export
+        import model
+        tmp = tempfile.mkdtemp(prefix='natsr-engine-')
+        try:
+            path = export.export(prefix, scale, os.path.join(tmp, 'model' + export.convert.SUFFIX[FORMAT[runtime]]),
+                                 arch=arch, fmt=FORMAT[runtime], io='float32')
+            return cls(runtime, path, scale, model.generator_class(arch).receptive_margin)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def __call__(self, lr, tile=None, batch=None):
+        lr = np.asarray(lr, np.float32)
+        h, w = lr.shape[:2]
+        self.last_tile = tile if tile and max(h, w) > tile else None
+        if not self.last_tile:
+            return self.run(np.ascontiguousarray(lr[None]))[0]
+        return tiling.tiled(lambda x: self.run(np.ascontiguousarray(x)), lr, self.scale, tile, self.margin,
+                            batch=batch or 1)
+
+    def close(self):
+        self.run = None
