@@ -5,7 +5,7 @@ exported with (export.py --io: uint8 or float32), any N, H and W.
 `Engine` wraps a float32 export with sr.Generator's calling convention (float [H, W, 3] in [0, 1]
 -> float32 [sH, sW, 3], unclipped; `tile`: LR tiles with the network's margin of context, as
 tiling.py), so that test.py (--engine) and bench/speed.py run it where they run the generator.
-`Engine.from_checkpoint` exports the checkpoint to a temporary folder first.
+`Engine.from_weights` exports a generator's weights to a temporary folder first.
 """
 import os
 import shutil
@@ -99,15 +99,16 @@ class Engine(object):
         self.device = 'CPU'
 
     @classmethod
-    def from_checkpoint(cls, runtime, prefix, scale, arch='FRACTAL'):
-        """Export checkpoint `prefix` (export.export, --io float32) to a temporary folder, removed
-        once the runtime has loaded it; export.UsageError on a bad checkpoint."""
+    def from_weights(cls, runtime, weights, scale, arch='FRACTAL'):
+        """Export the generator's `weights` (sr.Generator.weights; export.export_weights, --io float32)
+        to a temporary folder, removed once the runtime has loaded it."""
+        import convert
         import export
         import model
         tmp = tempfile.mkdtemp(prefix='natsr-engine-')
         try:
-            path = export.export(prefix, scale, os.path.join(tmp, 'model' + export.convert.SUFFIX[FORMAT[runtime]]),
-                                 arch=arch, fmt=FORMAT[runtime], io='float32')
+            path = export.export_weights(weights, scale, os.path.join(tmp, 'model' + convert.SUFFIX[FORMAT[runtime]]),
+                                         arch=arch, fmt=FORMAT[runtime], io='float32')
             return cls(runtime, path, scale, model.generator_class(arch).receptive_margin)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -143,7 +143,18 @@ def export(prefix, scale, out_dir, overwrite=False, arch='FRACTAL', fmt='savedmo
     ends ('uint8' or 'float32', see build_serving_graph) to `out_dir` (a folder for savedmodel,
     else a file; openvino: the .xml, its .bin beside it), atomically: written in a temporary
     folder beside it, renamed at the end. Returns the absolute path."""
-    import tensorflow.compat.v1 as tf
+    check_targets(out_dir, fmt, overwrite)   # before the work
+    try:
+        gen = sr.Generator(scale, prefix, arch=arch)   # checks the checkpoint against the x`scale` graph
+    except (checkpoints.CheckpointError, ValueError) as e:   # ValueError: an unknown --arch or scale
+        raise UsageError(str(e))
+    weights = gen.weights()
+    gen.close()
+    return export_weights(weights, scale, out_dir, overwrite, arch, fmt, io)
+
+
+def check_targets(out_dir, fmt, overwrite):
+    """targets(out_dir, fmt), or UsageError when a converter is missing or a target is taken."""
     if convert.missing(fmt):
         raise UsageError('--format %s needs the package %s (pip install -r requirements-export.txt)'
                          % (fmt, convert.missing(fmt)))
@@ -153,12 +164,13 @@ def export(prefix, scale, out_dir, overwrite=False, arch='FRACTAL', fmt='savedmo
     taken = [p for p in paths if os.path.exists(p)]
     if taken and not overwrite:
         raise UsageError('%s exists (pass --overwrite to replace it)' % taken[0])
-    try:
-        gen = sr.Generator(scale, prefix, arch=arch)   # checks the checkpoint against the x`scale` graph
-    except (checkpoints.CheckpointError, ValueError) as e:   # ValueError: an unknown --arch or scale
-        raise UsageError(str(e))
-    weights = gen.weights()
-    gen.close()
+    return paths
+
+
+def export_weights(weights, scale, out_dir, overwrite=False, arch='FRACTAL', fmt='savedmodel', io='uint8'):
+    """export() of the generator's `weights` ({name: array}, as sr.Generator.weights gives them)."""
+    import tensorflow.compat.v1 as tf
+    paths = check_targets(out_dir, fmt, overwrite)
     parent = os.path.dirname(paths[0])
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix='.export-', dir=parent)
