@@ -85,6 +85,17 @@ def missing(runtime):
     return (need if importlib.util.find_spec(need) is None else None) or convert.missing(FORMAT[runtime])
 
 
+def problem(name, precision):
+    """Why `name` ('tensorflow' or a runtime) cannot run `precision` here (one line), or None."""
+    if name == 'tensorflow':
+        return None
+    if precision != 'fp32':
+        return '--engine %s runs fp32 only (not --precision %s)' % (name, precision)
+    if missing(name):
+        return '--engine %s needs the package %s (pip install -r requirements-export.txt)' % (name, missing(name))
+    return None
+
+
 class Engine(object):
     """A float32 export of generator x`scale` (LR context `margin`) run by `runtime`, called as
     sr.Generator: float [H, W, 3] -> float32 [sH, sW, 3], whole (tile None or 0) or in tiles."""
@@ -124,3 +135,33 @@ class Engine(object):
 
     def close(self):
         self.run = None
+
+
+class OnRuntime(object):
+    """sr.Generator `gen` with its forward passes run by `runtime` on a float32 export of its weights
+    (test.py --engine): the rest (weights, margin, memory budget, device) is the generator's. Tiles as
+    the generator chooses them: --tile, or automatic from its memory budget and bytes-per-pixel prior."""
+
+    def __init__(self, gen, runtime):
+        self.gen = gen
+        self.engine = Engine.from_weights(runtime, gen.weights(), gen.scale, gen.arch)
+        self.what = self.engine.what
+
+    def __getattr__(self, name):   # weights, margin, device, plan, scale, ...: the generator's
+        return getattr(self.gen, name)
+
+    @property
+    def last_tile(self):
+        return self.engine.last_tile
+
+    def __call__(self, lr, tile=None, batch=None):
+        h, w = lr.shape[:2]
+        if tile is None:
+            tile = tiling.auto_tile(h, w, self.gen.memory_budget(), self.gen.prior, self.gen.margin)
+        if tile and max(h, w) > tile and batch is None:
+            batch = tiling.tile_batch(tile, self.gen.memory_budget(), self.gen.prior, self.gen.margin)
+        return self.engine(lr, tile, batch)
+
+    def close(self):
+        self.engine.close()
+        self.gen.close()

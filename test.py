@@ -45,6 +45,7 @@ from tqdm import tqdm
 
 import checkpoints
 import device
+import engines
 import memory
 import metrics
 import sr as srlib  # TensorFlow is imported only when a network is built, after --gpu is applied
@@ -55,6 +56,7 @@ from checkpoints import MODEL_SCALES, CheckpointError
 from device import PRECISIONS, PrecisionError
 from imresize import imresize
 
+ENGINES = ('onnxruntime', 'openvino')   # at most 2/3 of TensorFlow's peak memory (README, "Exports")
 MODELS = tuple(MODEL_SCALES) + ('bicubic',)
 DEFAULT_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'camera', 'rocket')  # skimage.data, bundled
 EXIT_FAILED, EXIT_USAGE = 1, 2
@@ -114,6 +116,9 @@ def parse_args(argv=None):
     p.add_argument('--blend', type=float, default=None, metavar='A',
                    help='the perception-distortion dial of --model NatSR: run the weight blend (1 - A) * FRSR + A * '
                         'NatSR of MODELPATH/FRSR and MODELPATH/NatSR (network interpolation); 0: FRSR, 1: NatSR')
+    p.add_argument('--engine', default='tensorflow', choices=('tensorflow',) + ENGINES,
+                   help='what runs the network: tensorflow (default), or an export of its weights (export.py --io '
+                        'float32) in onnxruntime or openvino (requirements-export.txt; fp32; within 1e-4 of TensorFlow)')
     p.add_argument('--csv', default=None, help='metrics CSV path (default: one per job, '
                                                'SAVEPATH/MODEL/metrics_<data>_<checkpoint>_<hash>.csv)')
     return tflog.add_flag(p).parse_args(argv)
@@ -405,6 +410,8 @@ def run(args):
         try:
             if args.precision != 'fp32':  # before the checkpoint: a precision error needs no model
                 device.check_precision(args.precision)
+            if engines.problem(args.engine, args.precision):
+                raise UsageError(engines.problem(args.engine, args.precision))
         except PrecisionError as e:
             raise UsageError(str(e))
         try:
@@ -452,9 +459,14 @@ def run(args):
                  % (args.tile, tiling.MIN_TILE, gen.margin, side * side // (args.tile * args.tile), tiling.MIN_TILE))
         if args.precision != 'fp32':
             print('precision: %s' % gen.plan.what)
+        if args.engine != 'tensorflow':   # the generator's weights, exported and run there (engines.OnRuntime)
+            gen = engines.OnRuntime(gen, args.engine)
+            print('engine: %s' % gen.what)
         print('device: %s' % gen.device)
         sr_rgb = lambda rgb: gen(rgb, tile=args.tile)  # noqa: E731
     job = job_record(args, model, scale, prefix, gen, default_job)
+    if args.engine != 'tensorflow':   # its own CSV name; TensorFlow's jobs keep theirs
+        job['engine'] = args.engine
     csv_path = args.csv or os.path.join(outdir, csv_name(job))
     sys.stdout.flush()
 

@@ -126,3 +126,33 @@ def test_format_errors(tmp_path, capsys):
     assert 'exists' in capsys.readouterr().err
     assert taken.read_bytes() == b''
     assert not [f for f in os.listdir(tmp_path) if f.startswith('.export-')]
+
+
+def test_test_py_engine_gives_tensorflows_results(tmp_path):
+    """test.py --engine openvino (tiled, scored against HR): the pixels within 1 level and the PSNR within
+    0.01 dB of TensorFlow's run, a CSV of its own; a non-fp32 --precision is refused (exit 2)."""
+    from imresize import imresize
+    from test_test_script import job_csv, script
+    import utils
+    if engines.missing('openvino'):
+        pytest.skip('openvino not installed (pip install -r requirements-export.txt)')
+    hr = photo(160, 200)
+    for kind, img in (('hr', hr), ('lr', utils.to_uint(np.clip(imresize(hr / 255.0, 0.25), 0, 1)))):
+        (tmp_path / kind).mkdir()
+        utils.save_image(str(tmp_path / kind / 'cat.png'), img)
+    common = ['--model', 'FRSR', '--modelpath', os.path.join(ROOT, 'Model'), '--datapath', tmp_path / 'lr',
+              '--labelpath', tmp_path / 'hr', '--save', '1', '--tile', '24']
+    runs = {}
+    for engine in ('tensorflow', 'openvino'):
+        res = script(*common + ['--engine', engine, '--savepath', tmp_path / engine])
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert ('engine: openvino' in res.stdout) == (engine == 'openvino')
+        runs[engine] = (utils.read_image(str(tmp_path / engine / 'FRSR' / 'cat.png')),
+                        job_csv(str(tmp_path / engine / 'FRSR')))
+    (tf_png, tf_rows), (ov_png, ov_rows) = runs['tensorflow'], runs['openvino']
+    assert tf_png.shape == (160, 200, 3) and tf_png.std() > 5
+    assert np.abs(ov_png.astype(np.int16) - tf_png).max() <= 1
+    assert abs(float(ov_rows[0]['psnr']) - float(tf_rows[0]['psnr'])) < 0.01
+    assert os.listdir(tmp_path / 'openvino' / 'FRSR') != os.listdir(tmp_path / 'tensorflow' / 'FRSR')
+    res = script(*common + ['--engine', 'openvino', '--precision', 'fp16', '--savepath', tmp_path / 'no'])
+    assert res.returncode == 2 and 'precision' in res.stderr and not os.path.exists(tmp_path / 'no')
