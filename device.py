@@ -12,27 +12,22 @@ Anything else is a PrecisionError naming what is missing: never a silent fallbac
 """
 import os
 
-from utils import proc_field
+from exits import UsageError
+from utils import flag_value, proc_field
 
 PRECISIONS = ('fp32', 'tf32', 'bf16', 'fp16')  # test.py --precision
 TRAIN_PRECISIONS = ('fp32', 'bf16')              # the trainers' --precision (mixed: fp32 weights and loss)
 CPU_BF16_FLAGS = ('amx_bf16', 'avx512_bf16')     # /proc/cpuinfo flags of CPUs with bfloat16 arithmetic (preferred first)
 
 
-class PrecisionError(ValueError):
+class PrecisionError(ValueError, UsageError):
     """A precision this machine (or this use) does not support; the message is one line."""
 
 
 def gpu_value(argv):
     """The value of --gpu in the command line `argv` (--gpu N or --gpu=N; the last one), or None:
     for the trainers, which select the GPU before they parse their flags."""
-    value = None
-    for i, a in enumerate(argv):
-        if a == '--gpu' and i + 1 < len(argv):
-            value = argv[i + 1]
-        elif a.startswith('--gpu='):
-            value = a.split('=', 1)[1]
-    return value
+    return flag_value(argv, '--gpu')
 
 
 def select_gpu(gpu):

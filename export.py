@@ -21,7 +21,8 @@ TensorFlow Serving: copy the folder to <model_base_path>/<version>/ (e.g. models
 the whole image at once (no tiling): mind the memory of large images (about 16 KB per LR pixel at x4 on CPU).
 engines.py runs the other formats; convert.py writes them.
 
-Exit status: 0 done; 2 bad arguments, checkpoint or a converter not installed (one line on stderr).
+Exit status (exits.py): 0 done; 2 bad arguments, checkpoint or a converter not installed (one line
+on stderr); 130 / 143 after Ctrl-C / SIGTERM.
 """
 import argparse
 import os
@@ -32,14 +33,12 @@ import tempfile
 import checkpoints
 import convert
 import device
+import exits
 import sr  # TensorFlow is imported when the graph is built
 import tflog
+from exits import UsageError
 
 SIGNATURE = convert.SIGNATURE
-
-
-class UsageError(Exception):
-    pass
 
 
 def parse_args(argv=None):
@@ -192,18 +191,17 @@ def main(argv=None):
     args = parse_args(argv)
     tflog.init(args.verbose, graph=False)   # the serving graph is built in its own tf.Graph()
     device.select_gpu(args.gpu)
-    try:
-        prefix, scale = resolve(args)
-        out = export(prefix, scale, args.out, args.overwrite, args.arch, args.format, args.io)
-    except UsageError as e:
-        print('error: %s' % e, file=sys.stderr)
-        return 2
+    return exits.main(lambda: run(args))
+
+
+def run(args):
+    prefix, scale = resolve(args)
+    out = export(prefix, scale, args.out, args.overwrite, args.arch, args.format, args.io)
     print('exported %s (x%d) -> %s' % (prefix, scale, out))
     ends = ('image', 'image') if args.format == 'savedmodel' and args.io == 'uint8' else convert.IO_NAMES[args.io]
     print("%s: %s %s [N, H, W, 3] -> %s %s [N, %dH, %dW, 3]" % (
         "signature '%s'" % SIGNATURE if args.format == 'savedmodel' else args.format,
         ends[0], args.io, ends[1], args.io, scale, scale))
-    return 0
 
 
 if __name__ == '__main__':

@@ -1,25 +1,25 @@
 """What the three training stages (NMD, FRSR, NatSR) share: flags from a config module; the stage
 driver (`Stage`, `train_stage`: set-up, data check, resume or start); the step loop with its
-progress bar, summaries, interval checkpoints (checkpoints.save_checkpoint), Ctrl-C / SIGTERM
+progress bar, summaries, interval checkpoints (trials.save_checkpoint), Ctrl-C / SIGTERM
 checkpoint and NaN and damaged-data guards; the command line's exit statuses."""
 import argparse
 import math
 import os
 import shutil
-import signal
 import sys
 import tempfile
 
 import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
-from checkpoints import CheckpointError, resume, save_checkpoint, trial_folder
-from device import TRAIN_PRECISIONS, PrecisionError
+from trials import resume, save_checkpoint, trial_folder
+from device import TRAIN_PRECISIONS
+import exits
 from generate_Dataset import records
 from utils import error_line
 
 
-class TrainingError(Exception):
+class TrainingError(exits.UsageError):
     """A problem the user can fix (missing file, mismatching checkpoint); printed as one line."""
 
 
@@ -67,7 +67,7 @@ def check_records(tfrecord, kind, scale=None, patch_size=None):
     `kind` records ('NatSR' or 'NMD') at `scale`, with --patch_size `patch_size` (None or 0: not
     given; the patch size is the TFRecord's); a one-line TrainingError otherwise."""
     try:
-        meta = records.load_sidecar(tfrecord)
+        meta = records.check_file(tfrecord)
     except ValueError as e:
         raise TrainingError(str(e))
     try:
@@ -76,19 +76,24 @@ def check_records(tfrecord, kind, scale=None, patch_size=None):
         raise TrainingError('%s: %s' % (tfrecord, e))
 
 
-class _Stop(object):
-    """Turns SIGTERM into KeyboardInterrupt while training, so both end with a checkpoint."""
+class Events(object):
+    """The trial's TensorBoard events file (tf.summary.FileWriter of `folder`, with `graph`), made at
+    the first completed step or summary: a run that trains nothing leaves none."""
 
-    def __enter__(self):
-        self.old = signal.signal(signal.SIGTERM, self._raise)
-        return self
+    def __init__(self, folder, graph=None):
+        self.folder, self.graph, self.writer = folder, graph, None
 
-    def _raise(self, signum, frame):
-        raise KeyboardInterrupt('SIGTERM')
+    def open(self):
+        if self.writer is None:
+            self.writer = tf.summary.FileWriter(self.folder, self.graph)
+        return self.writer
 
-    def __exit__(self, *exc):
-        signal.signal(signal.SIGTERM, self.old)
-        return False
+    def add_summary(self, summary, step):
+        self.open().add_summary(summary, step)
+
+    def flush(self):
+        if self.writer is not None:
+            self.writer.flush()
 
 
 def train_loop(sess, fetches, step, saver, trial_dir, max_steps, checkpoint_interval,
@@ -120,7 +125,7 @@ def train_loop(sess, fetches, step, saver, trial_dir, max_steps, checkpoint_inte
 
     with tf.control_dependencies([fetches['train']]):
         step_after = tf.identity(step.read_value())  # read once the update is applied
-    with _Stop():
+    with exits.sigterm_interrupts():   # SIGTERM ends with a checkpoint, as Ctrl-C does
         try:
             while current < max_steps:
                 run = dict(fetches, step=step_after)
@@ -133,6 +138,8 @@ def train_loop(sess, fetches, step, saver, trial_dir, max_steps, checkpoint_inte
                     raise TrainingError('%s is %s at step %d: training stopped; the last good checkpoint '
                                         'is step %d in %s' % (bad[0], out[bad[0]], out['step'], saved_at, trial_dir))
                 current = int(out['step'])
+                if writer is not None:
+                    writer.open()
                 losses = {k: float(v) for k, v in out.items() if k not in ('train', 'summary', 'step')}
                 if with_summary:
                     writer.add_summary(out['summary'], current)
@@ -142,11 +149,10 @@ def train_loop(sess, fetches, step, saver, trial_dir, max_steps, checkpoint_inte
                 bar.set_postfix({k: '%.4g' % v for k, v in losses.items()}, refresh=False)
                 if checkpoint_interval and current % checkpoint_interval == 0:
                     save()
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             bar.close()
             save()
-            print('interrupted at step %d: %s' % (current, where()), file=sys.stderr)
-            raise
+            raise exits.Interrupted(exits.signum_of(e), 'interrupted at step %d: %s' % (current, where())) from None
         except tf.errors.DataLossError as e:  # a damaged record: the batch of step current + 1 failed
             bar.close()
             save()
@@ -173,17 +179,12 @@ def run_main(parser, stage, argv, example):
 
 
 def main_guard(fn):
-    """Run `fn()` and return exit status 0; a TrainingError, CheckpointError, PrecisionError or a
-    file system error (a missing file, a full disk) ends with one line on stderr and status 2,
-    Ctrl-C / SIGTERM (after its checkpoint) with 130."""
-    try:
-        fn()
-        return 0
-    except (TrainingError, CheckpointError, PrecisionError, OSError) as e:
-        print('error: %s' % e, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    """Run `fn()` under the exit statuses of exits.py: 0; 2 after one line for a TrainingError,
+    CheckpointError, PrecisionError or a file system error (a missing file, a full disk); 130 / 143
+    after Ctrl-C / SIGTERM, once the checkpoint of the last completed step is saved."""
+    def body():
+        fn()                        # what it returns is not an exit status
+    return exits.main(body)
 
 
 # ---------------------------------------------------------------- the stage driver
@@ -267,7 +268,7 @@ def train_stage(stage, args):
                 raise TrainingError('the workers resumed from different steps: every worker must see the '
                                     "chief's trial folder %s (a shared file system)" % folder)
             # every worker runs the same steps (the summaries' cross-worker means included)
-            writer = tf.summary.FileWriter(out_dir, sess.graph if not prefix and cluster.is_chief else None)
+            writer = Events(out_dir, sess.graph if not prefix and cluster.is_chief else None)
             return train_loop(sess, stage.fetches, stage.step, saver, out_dir, args.max_steps,
                               args.checkpoint_interval, stage.summary, writer, args.summary_interval,
                               after_step=lambda step: stage.after_step(sess, writer, step),

@@ -16,8 +16,14 @@ is the global batch, split evenly over the replicas of --strategy (see distribut
 import argparse
 import sys
 
+import exits
 import tflog
+from generate_Dataset import records  # no TensorFlow
 
+if __name__ == '__main__':  # a damaged TFRecord: one line now, not after TensorFlow's start-up
+    problem = records.problem_in_command(sys.argv[1:], ('--tfrecord_path',))
+    if problem:
+        sys.exit(exits.error(problem))
 tflog.init('--verbose' in sys.argv[1:])  # before TensorFlow starts: log output, graph mode
 import device  # noqa: E402
 

@@ -103,11 +103,6 @@ def ssim(sr, hr, shave=0):
     return float(np.mean(ssim_map(crop_border(rgb_to_y(sr), shave), crop_border(rgb_to_y(hr), shave))))
 
 
-def evaluate(sr, hr, scale):
-    """PSNR and SSIM of an SR result against its (modcropped) HR, `scale` pixels shaved."""
-    return {name: measure(name, sr, scale, hr=hr) for name in ('psnr', 'ssim')}
-
-
 # ---------------------------------------------------------------- NIQE
 
 @functools.lru_cache(maxsize=1)

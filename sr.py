@@ -56,12 +56,12 @@ class Generator(object):
     `strip_rows`: rows per strip of the last upsampling stage (None or 0: in one piece, as under XLA).
     """
 
-    def __init__(self, scale, prefix=None, precision='fp32', seed=None, xla=False, emulate_bf16=False, plan=None,
+    def __init__(self, scale, prefix=None, precision='fp32', seed=None, xla=False, emulate_bf16=False,
                  weights=None, strip_rows=STRIP_ROWS, arch='FRACTAL'):
         import tensorflow.compat.v1 as tf
         import model
         net = model.generator_class(arch)
-        self.plan = plan or device.check_precision(precision, emulate_bf16=emulate_bf16)  # plan: tests, bench
+        self.plan = device.check_precision(precision, emulate_bf16=emulate_bf16)
         self.precision = self.plan.precision
         self.scale = scale
         self.arch = arch

@@ -46,6 +46,7 @@ from tqdm import tqdm
 import checkpoints
 import device
 import engines
+import exits
 import memory
 import metrics
 import sr as srlib  # TensorFlow is imported only when a network is built, after --gpu is applied
@@ -54,12 +55,13 @@ import tiling
 import utils
 from checkpoints import MODEL_SCALES, CheckpointError
 from device import PRECISIONS, PrecisionError
+from exits import UsageError
 from imresize import imresize
 
-ENGINES = ('onnxruntime', 'openvino')   # at most 2/3 of TensorFlow's peak memory (README, "Exports")
+ENGINES = ('onnxruntime', 'openvino')   # runtimes of the exported model (engines.py; docs/test.md, --engine)
 MODELS = tuple(MODEL_SCALES) + ('bicubic',)
 DEFAULT_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'camera', 'rocket')  # skimage.data, bundled
-EXIT_FAILED, EXIT_USAGE = 1, 2
+EXIT_FAILED, EXIT_USAGE = exits.FAILED, exits.USAGE
 MIN_LR_SIDE = 4  # network models: smaller inputs come out with wrong colours, the border's zero padding
 #                  dominating (shipped FRSR / NatSR on a flat colour: 1x1 off by 58-64 grey levels on average,
 #                  2x2 by 8, 4x4 by 3-4, 32x32 by 2; on photo crops the mean colour settles from 4 pixels on)
@@ -67,10 +69,6 @@ SSIM_WINDOW = metrics.gaussian_1d().size  # PSNR / SSIM need this many pixels on
 # Host memory per output pixel of one image, besides the network's own (decoding, the float32 result
 # and its copies, MATLAB rounding in float64, saving, scoring): 93 bytes measured at x4 with --ref.
 BYTES_PER_SR_PIXEL = 128
-
-
-class UsageError(Exception):
-    """Bad arguments, folders, checkpoint or output locations: one line, exit status 2, nothing run."""
 
 
 class OutputError(Exception):
@@ -586,15 +584,7 @@ def main(argv=None):
     # oneDNN's convolutions on the frozen inference graph (sr.Generator): on AVX2 CPUs about 1.2x
     # faster than Eigen's, which TensorFlow uses there by default. TF_ENABLE_ONEDNN_OPTS=0 opts out.
     os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
-    try:
-        return run(args)
-    except UsageError as e:
-        sys.stdout.flush()
-        print('error: %s' % e, file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print('interrupted', file=sys.stderr)
-        return 130
+    return exits.main(lambda: run(args))
 
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@ import checkpoints
 import distribute
 import loop
 import model
+import trials
 from model import NMD, Discriminator
 
 
@@ -208,6 +209,6 @@ def export(args, out_prefix):
     """Write the GEN weights of the trial's latest (or --step) checkpoint to `out_prefix`: their
     moving average where the run kept one (--ema_decay), else (or with --export_raw) the weights
     themselves."""
-    checkpoints.export(lambda x: model.generator(args.arch, x, args.scale), model.generator_class(args.arch).scope,
-                       loop.trial_dir(args.model, args), args.step, out_prefix,
-                       average=not getattr(args, 'export_raw', False))
+    trials.export(lambda x: model.generator(args.arch, x, args.scale), model.generator_class(args.arch).scope,
+                  loop.trial_dir(args.model, args), args.step, out_prefix,
+                  average=not getattr(args, 'export_raw', False))

@@ -315,3 +315,15 @@ def save_image(path, img):
             _write_png16(tmp, img)
         else:
             iio.imwrite(tmp, img, extension=ext)
+
+
+def flag_value(argv, flag):
+    """The value of `flag` in the command line `argv` (FLAG V or FLAG=V; the last one), or None: for
+    what a command does before it parses its flags."""
+    value = None
+    for i, a in enumerate(argv):
+        if a == flag and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif a.startswith(flag + '='):
+            value = a.split('=', 1)[1]
+    return value

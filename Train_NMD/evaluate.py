@@ -17,6 +17,7 @@ import tflog  # noqa: E402
 tflog.init()
 import checkpoints  # noqa: E402
 import device  # noqa: E402
+import exits  # noqa: E402
 import loop  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 from Train_NMD.train import (check_side, count_correct, natural_votes, pair_accuracies,  # noqa: E402
@@ -49,14 +50,15 @@ def main(argv=None):
     p.add_argument('--alpha', type=float, required=True, help='blur weight (the final alpha of training)')
     p.add_argument('--draws', type=int, default=4, help='noise draws per patch (default %(default)s)')
     args = p.parse_args(argv)
-    try:
-        r = evaluate(args.checkpoint, args.val_tfrecord_path, args.sigma, args.alpha, args.draws)
-    except (loop.TrainingError, checkpoints.CheckpointError) as e:
-        raise SystemExit(str(e))
+    return exits.main(lambda: report(args))
+
+
+def report(args):
+    r = evaluate(args.checkpoint, args.val_tfrecord_path, args.sigma, args.alpha, args.draws)
     print('%s on %d held-out patches: clean vs noisy (sigma %.4g) %.1f %%, clean vs blurry (alpha %.2f) %.1f %% '
           '(clean %.1f %%, noisy %.1f %%, blurry %.1f %%)' % (args.checkpoint, r['patches'], args.sigma, r['noise'],
                                                               args.alpha, r['blur'], r['clean'], r['noisy'], r['blurry']))
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -15,8 +15,14 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+import exits  # noqa: E402
 import tflog  # noqa: E402
+from generate_Dataset import records  # noqa: E402  (no TensorFlow)
 
+if __name__ == '__main__':  # a damaged TFRecord: one line now, not after TensorFlow's start-up
+    problem = records.problem_in_command(sys.argv[1:], ('--tfrecord_path', '--val_tfrecord_path'))
+    if problem:
+        sys.exit(exits.error(problem))
 tflog.init('--verbose' in sys.argv[1:])  # before TensorFlow starts: log output, graph mode
 import device  # noqa: E402
 

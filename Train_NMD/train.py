@@ -3,9 +3,9 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
-import checkpoints
 import distribute
 import loop
+import trials
 from generate_Dataset import records
 from model import NMD
 from Train_NMD.curriculum import HISTORY, curriculum_update  # noqa: F401 (HISTORY: checkpoint layout)
@@ -163,7 +163,7 @@ def train(args):
 
 def export(args, out_prefix):
     """Write the CLASSIFIER weights of the trial's latest (or --step) checkpoint to `out_prefix`."""
-    checkpoints.export(shipping_graph, 'CLASSIFIER', loop.trial_dir('NMD', args), args.step, out_prefix)
+    trials.export(shipping_graph, 'CLASSIFIER', loop.trial_dir('NMD', args), args.step, out_prefix)
 
 
 def shipping_graph(x):

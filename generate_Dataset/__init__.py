@@ -1,0 +1,7 @@
+"""The training-data generators (generate_NatSR.py, generate_TrainNMD.py): build.py drives them."""
+import exits
+
+
+class DataError(exits.UsageError):
+    """An error the user can fix (bad input, unwritable output); the message starts with the file or
+    folder at fault."""

@@ -5,8 +5,8 @@ and `image` (LR or ILR patch). Beside every TFRecord `X.tfrecord` lies `X.tfreco
 (the sidecar): count, label_shape, image_shape, scale, kind ('NatSR' or 'NMD'), seed,
 source folder and generator options. Readers take the patch shapes from the sidecar.
 
-Records are written without TensorFlow (`serialize`, `Writer`: the same bytes as TensorFlow's
-serializer and tf.io.TFRecordWriter, tested); readers use TensorFlow.
+Records are written without TensorFlow (`frame`, `seal`: the bytes of TensorFlow's serializer and
+tf.io.TFRecordWriter, tested); readers use TensorFlow.
 """
 import json
 import os
@@ -14,6 +14,8 @@ import struct
 
 import crc32c
 import numpy as np
+
+from utils import flag_value
 
 
 def sidecar_path(tfrecord):
@@ -54,6 +56,47 @@ def check(meta, kind, scale=None, patch=None):
     return meta
 
 
+def record_bytes(meta):
+    """The bytes of one framed record of a TFRecord with sidecar `meta` (all its records have this size)."""
+    label_len, image_len = int(np.prod(meta['label_shape'])), int(np.prod(meta['image_shape']))
+    head, middle = example_parts(label_len, image_len)
+    return 12 + len(head) + image_len + len(middle) + label_len + 4
+
+
+def check_size(tfrecord, meta):
+    """A ValueError of one line (naming the file) unless `tfrecord` has the size that the `count`
+    records of its sidecar `meta` make: a truncated (or appended-to) file, found without reading it."""
+    size, want = os.path.getsize(tfrecord), meta['count'] * record_bytes(meta)
+    if size != want:
+        raise ValueError('%s: damaged TFRecord: %d bytes, its sidecar\'s %d records of %d bytes make %d (%s); '
+                         'regenerate it' % (tfrecord, size, meta['count'], record_bytes(meta), want,
+                                            'truncated' if size < want else 'longer'))
+
+
+def check_file(tfrecord):
+    """The sidecar of `tfrecord`, after check_size: the checks that need no TensorFlow, for a trainer
+    to run before it starts TensorFlow. FileNotFoundError / ValueError of one line."""
+    meta = load_sidecar(tfrecord)
+    check_size(tfrecord, meta)
+    return meta
+
+
+def problem_in_command(argv, flags):
+    """The one-line problem (check_file) of the first TFRecord that one of `flags` names in the
+    command line `argv`, or None (none named, all fine, or --help / --export asked)."""
+    if any(a in ('-h', '--help') or a == '--export' or a.startswith('--export=') for a in argv):
+        return None
+    for flag in flags:
+        path = flag_value(argv, flag)
+        if path is None:
+            continue
+        try:
+            check_file(path)
+        except (OSError, ValueError) as e:
+            return str(e)
+    return None
+
+
 def _varint(n):
     out = bytearray()
     while n > 0x7F:
@@ -87,14 +130,6 @@ def example_parts(label_len, image_len):
     return _head(1, image_size + label_size) + image_head, label_head   # Example.features
 
 
-def serialize(label, image):
-    """One record from uint8 HR patch `label` and uint8 LR / ILR patch `image`."""
-    label = np.ascontiguousarray(label, np.uint8).tobytes()
-    image = np.ascontiguousarray(image, np.uint8).tobytes()
-    head, middle = example_parts(len(label), len(image))
-    return head + image + middle + label
-
-
 def _masked_crc(data):
     crc = crc32c.crc32c(data)
     return ((crc >> 15 | crc << 17) + 0xA282EAD8) & 0xFFFFFFFF
@@ -106,39 +141,11 @@ def _length_header(length):
     return n + struct.pack('<I', _masked_crc(n))
 
 
-class Writer:
-    """Writes TFRecord files, the bytes tf.io.TFRecordWriter writes (no compression), without
-    TensorFlow: per record, its length (uint64 LE), the masked crc32c of the length, the record,
-    the masked crc32c of the record."""
-
-    def __init__(self, path):
-        self.file = open(path, 'wb')
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def close(self):
-        self.file.close()
-
-    def write(self, record):
-        self.file.write(_length_header(len(record)) + record + struct.pack('<I', _masked_crc(record)))
-
-    def write_pairs(self, labels, images):
-        """One record per row of the uint8 arrays `labels` (N x label bytes) and `images` (N x image
-        bytes), framed all at once: the bytes of `write(serialize(label, image))` row after row."""
-        rows, image_cols, label_cols = frame(len(labels), labels.shape[1], images.shape[1])
-        rows[:, image_cols], rows[:, label_cols] = images, labels
-        self.file.write(seal(rows))
-
-
 def frame(n, label_len, image_len):
     """(rows, image columns, label columns): an n x (framed record size) uint8 array holding the
     constant bytes of n framed records of a `label_len`-byte label and an `image_len`-byte image,
     and the column slices where each row's image and label go. Fill those, then `seal` it: each
-    row is then the bytes of `Writer.write(serialize(label, image))`."""
+    row is then the bytes tf.io.TFRecordWriter writes for the tf.train.Example of (label, image)."""
     head, middle = example_parts(label_len, image_len)
     length = _length_header(len(head) + image_len + len(middle) + label_len)
     widths = [len(length + head), image_len, len(middle), label_len]
@@ -154,11 +161,6 @@ def seal(rows):
     crcs = np.array([_masked_crc(row) for row in rows[:, 12:-4]], '<u4')
     rows[:, -4:] = crcs.view(np.uint8).reshape(-1, 4)
     return rows
-
-
-def writer(path):
-    """A TFRecord writer for `serialize`d records (use as a context manager)."""
-    return Writer(path)
 
 
 def write_sidecar(tfrecord, meta, path=None):

@@ -10,21 +10,7 @@ import device
 import export
 import sr
 import utils
-from conftest import ROOT
-
-LOAD_TF2 = '''
-import sys
-import numpy as np
-import tensorflow as tf
-assert tf.executing_eagerly()
-model = tf.saved_model.load(sys.argv[1])
-fn = model.signatures['serving_default']
-img = np.load(sys.argv[2])
-out = fn(image=tf.constant(img[None]))['image']
-assert out.dtype == tf.uint8, out.dtype
-np.save(sys.argv[3], out.numpy()[0])
-'''
-
+from conftest import ROOT, load_in_tf2, load_script_module
 
 def image(h, w, seed=0):
     rng = np.random.RandomState(seed)
@@ -71,26 +57,6 @@ def test_savedmodel_gives_test_py_pixels(shipped, tmp_path):
     finally:
         gen.close()
     assert np.array_equal(load_in_tf2(out, tmp_path, onednn=device.onednn_enabled()), here)
-
-
-def load_script_module():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('natsr_test_script', os.path.join(ROOT, 'test.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def load_in_tf2(saved_model, tmp_path, onednn):
-    """Run the SavedModel on tmp_path/in.npy in a plain TF2 (eager) process; the uint8 result."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', TF_ENABLE_ONEDNN_OPTS='1' if onednn else '0')
-    res = subprocess.run([sys.executable, '-c', LOAD_TF2, str(saved_model), str(tmp_path / 'in.npy'),
-                          str(tmp_path / 'out.npy')], cwd=str(tmp_path), capture_output=True, text=True,
-                         timeout=300, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    got = np.load(tmp_path / 'out.npy')
-    assert got.dtype == np.uint8 and got.ndim == 3
-    return got
 
 
 def test_export_errors(shipped, tmp_path, capsys):

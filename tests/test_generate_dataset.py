@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 import utils
-from conftest import shared_path
-from generate_Dataset import build, patches, records
+from conftest import shared_path, tf_example
+from generate_Dataset import build, cutting, patches, records, shuffle, workdir
 from imresize import imresize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -194,12 +194,12 @@ def test_interrupt_while_writing_keeps_old_output_and_leaves_no_temp(tmp_path, m
     common = ['--labelpath', hr, '--scale', 2, '--patch', 16, '--stride', 6, '--tfrecord', out]
     assert gen('NatSR', *common) == 0
     old, old_side = out.read_bytes(), (tmp_path / 'o' / 'x.tfrecord.json').read_bytes()
-    real = build.frame_records
+    real = shuffle.frame_records
 
     def interrupted(tfrecord, at, stores, which, offsets, modes, *rest):
         real(tfrecord, at, stores, which[:10], offsets[:10], modes[:10], *rest)   # some written, then Ctrl-C
         raise KeyboardInterrupt
-    monkeypatch.setattr(build, 'frame_records', interrupted)
+    monkeypatch.setattr(shuffle, 'frame_records', interrupted)
     assert gen('NatSR', *common, '--seed', 1, '--workers', 1) == 130   # pass 2 in this process
     assert 'interrupted' in capsys.readouterr().err
     assert sorted(os.listdir(tmp_path / 'o')) == ['x.tfrecord', 'x.tfrecord.json']
@@ -234,6 +234,7 @@ def test_killed_run_leaves_no_output(tmp_path, sig):
     assert 'k.tfrecord' not in left and 'k.tfrecord.json' not in left
     if sig == signal.SIGTERM:
         assert left == [] and proc.returncode == 128 + signal.SIGTERM   # cleaned up on the way out
+        assert proc.stderr.read().decode().splitlines()[-1] == 'interrupted'   # as after Ctrl-C
         return
     assert len(left) == 1 and left[0].startswith('.k.tfrecord.shards.')   # one hidden work folder
     # the next run over the same output removes it and says so in one line
@@ -313,6 +314,30 @@ def test_nothing_kept_and_too_few_images_for_validation(tmp_path, capsys):
                                                      '--patch', 16)
 
 
+def test_a_validation_set_without_patches_names_the_options_to_change(tmp_path, capsys):
+    """The held-out image (the one seed 0 draws of 4) keeps no patch: the message says what to change."""
+    held = int(np.random.default_rng(np.random.SeedSequence(0).spawn(3)[0]).choice(4, 1, replace=False)[0])
+    hr = make_images(tmp_path / 'hr')
+    iio.imwrite(tmp_path / 'hr' / sorted(os.listdir(hr))[held], np.full((40, 40, 3), 9, np.uint8))
+    msg = bad(tmp_path, capsys, 'NMD', '--labelpath', hr, '--scale', 2, '--patch', 16, '--val_images', 1)
+    assert msg.startswith('error: %s: no patch kept from 1 val image(s) (' % (tmp_path / 'out' / 'x_val.tfrecord'))
+    assert msg.endswith('; hold out more images (--val_images, --val_fraction)')
+
+
+@pytest.mark.parametrize('kind, flags', [('NatSR', '--tfrecord names the output file'),
+                                         ('NMD', '--tfrecord names the output file')])
+def test_an_output_that_is_a_folder_names_its_option(tmp_path, capsys, kind, flags):
+    hr = make_images(tmp_path / 'hr')
+    os.makedirs(tmp_path / 'o.tfrecord')
+    assert gen(kind, '--labelpath', hr, '--tfrecord', tmp_path / 'o.tfrecord', '--scale', 2, '--patch', 16) == 2
+    assert capsys.readouterr().err == 'error: %s: is a folder; %s\n' % (tmp_path / 'o.tfrecord', flags)
+    if kind == 'NMD':
+        assert gen(kind, '--labelpath', hr, '--tfrecord', tmp_path / 'n.tfrecord', '--val_tfrecord',
+                   tmp_path / 'o.tfrecord', '--scale', 2, '--patch', 16) == 2
+        assert capsys.readouterr().err == 'error: %s: is a folder; --val_tfrecord names the validation output ' \
+                                          'file\n' % (tmp_path / 'o.tfrecord')
+
+
 def test_option_errors(capsys):
     for kind, argv, msg in [('NatSR', ['--scale', '3', '--patch', '100'], 'must be a multiple of --scale 3'),
                             ('NMD', ['--scale', '2', '--patch', '20'], 'needs a multiple of 8'),
@@ -381,39 +406,34 @@ def test_filter_decides_like_the_original_even_at_the_thresholds():
 # ----------------------------------------------------------------------------- the record format
 
 def test_records_are_the_bytes_of_tensorflows_serializer_and_writer(tmp_path):
-    """serialize and Writer (record by record and write_pairs) write what tf.train.Example and
-    tf.io.TFRecordWriter write, at lengths around the protobuf varint steps (127/128, 16383/16384)."""
+    """example_parts, frame and seal give what tf.train.Example and tf.io.TFRecordWriter write, at
+    lengths around the protobuf varint steps (127/128, 16383/16384)."""
     import tensorflow.compat.v1 as tf
     rng = np.random.default_rng(0)
-
-    def tf_example(label, image):
-        feature = {k: tf.train.Feature(bytes_list=tf.train.BytesList(value=[v.tobytes()]))
-                   for k, v in (('label', label), ('image', image))}
-        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
-
     for label_len, image_len in [(1, 1), (100, 27), (127, 128), (16383, 16384), (27648, 1728), (110592, 6912)]:
         labels = rng.integers(0, 256, (4, label_len), dtype=np.uint8)
         images = rng.integers(0, 256, (4, image_len), dtype=np.uint8)
         with tf.io.TFRecordWriter(str(tmp_path / 'tf')) as w:
             for a, b in zip(labels, images):
                 w.write(tf_example(a, b))
-        with records.writer(str(tmp_path / 'ours')) as w:
-            w.write_pairs(labels[:3], images[:3])
-            w.write(records.serialize(labels[3], images[3]))
-        assert all(records.serialize(a, b) == tf_example(a, b) for a, b in zip(labels, images))
-        assert (tmp_path / 'ours').read_bytes() == (tmp_path / 'tf').read_bytes()
+        head, middle = records.example_parts(label_len, image_len)
+        assert all(head + b.tobytes() + middle + a.tobytes() == tf_example(a, b) for a, b in zip(labels, images))
+        rows, image_cols, label_cols = records.frame(4, label_len, image_len)
+        rows[:, image_cols], rows[:, label_cols] = images, labels
+        assert records.seal(rows).tobytes() == (tmp_path / 'tf').read_bytes()
 
 
-# Digests of the files that the generator of commit eb06439 (TensorFlow's serializer and writer, pass 1
-# in one process) wrote for make_images(...) with these options: the same inputs, options and seed
-# must give the same bytes, serial or parallel.
-EB06439 = {
+# The bytes of a generator whose records were written by TensorFlow's own serializer and writer, pass 1
+# in one process, for make_images(...) with these options: the same inputs, options and seed must
+# give the same bytes, serial or parallel, whatever writes them.
+TF_WRITER_DIGESTS = {
     'a.tfrecord': '7aa4720512acd54af44f02c3a84a024e63d1bb6b83e725e4cf3b58f7fc3b9f1e',
     'n.tfrecord': '09a96a113cb3975260758012f6c2da10572885c4a39a4a51aa4f4706017e8aee',
     'n_val.tfrecord': 'd746c19b5056ad47f0a72d5be7b90b392e2f3b3e2ff586000ff0334c10519007',
     'b.tfrecord': '0c7ad418785c9a009adeaeae537b3e6c6e15657a47bd8787aa1be58a845611b6',
 }
-D6099B1 = {    # from the last generator that shuffled the records themselves (d6099b1)
+# ... and of one that shuffled the records themselves (not their indices), in shards dealt out again
+RECORD_SHUFFLE_DIGESTS = {
     'c.tfrecord': 'f8cacc6257cce8738436d004ba6cdb914114b857dd6469533f998134ef7b2bdb',
 }
 
@@ -429,7 +449,7 @@ def test_same_bytes_as_before_serial_and_parallel(tmp_path, monkeypatch, workers
                '--tfrecord', tmp_path / 'b.tfrecord', '--shard_mb', 0.004) == 0
     monkeypatch.setattr(build, 'MAX_SHARDS', 16)          # dealt out again into fewer than MAX_SHARDS
     assert gen('NatSR', *common, '--tfrecord', tmp_path / 'c.tfrecord', '--seed', 7, '--shard_mb', 0.02) == 0
-    for name, digest in {**EB06439, **D6099B1}.items():
+    for name, digest in {**TF_WRITER_DIGESTS, **RECORD_SHUFFLE_DIGESTS}.items():
         assert hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() == digest, name
     meta = records.load_sidecar(str(tmp_path / 'a.tfrecord'))
     assert 'workers' not in meta['options']               # the sidecar does not depend on it either
@@ -437,13 +457,13 @@ def test_same_bytes_as_before_serial_and_parallel(tmp_path, monkeypatch, workers
 
 def test_a_worker_that_dies_gives_one_line(tmp_path, monkeypatch, capsys):
     hr = make_images(tmp_path / 'hr')
-    real = build.cut
+    real = cutting.cut
 
     def dying(hr_path, *a, **k):
         if hr_path.endswith('im1.png'):
             os._exit(9)                                   # as the out-of-memory killer would
         return real(hr_path, *a, **k)
-    monkeypatch.setattr(build, 'cut', dying)
+    monkeypatch.setattr(cutting, 'cut', dying)
     assert bad(tmp_path, capsys, 'NatSR', '--labelpath', hr, '--scale', 2, '--patch', 16, '--workers', 2) == \
         'error: a worker process died (out of memory? try fewer --workers)'
 
@@ -451,22 +471,26 @@ def test_a_worker_that_dies_gives_one_line(tmp_path, monkeypatch, capsys):
 # ----------------------------------------------------------------------------- leftovers, unwritable output
 
 def test_stale_work_folders_are_removed_and_reported_live_ones_kept(tmp_path, capsys):
+    """Dead runs' work folders go whatever output they were writing; a live run's stay, known by its
+    lock or by the live pid in the folder's name; a hidden folder without a lock file is not ours."""
     hr = make_images(tmp_path / 'hr')
     out = tmp_path / 'x.tfrecord'
-    dead, live, other = (tmp_path / n for n in ('.x.tfrecord.shards.dead', '.x.tfrecord.shards.live',
-                                                '.y.tfrecord.shards.dead'))
-    for d in (dead, live, other):
-        os.makedirs(d)
-        (d / '000').write_bytes(b'\0' * 5000)
-        (d / 'lock').write_text('')
-    with open(live / 'lock') as lock:
+    gone = subprocess.Popen([sys.executable, '-c', 'pass'])
+    gone.wait()                                           # a pid that no process has now
+    names = ('.x.tfrecord.shards.dead', '.x.tfrecord.shards.live', '.y.tfrecord.shards.dead',
+             '.z.tfrecord.shards.%d.abc' % gone.pid, '.z.tfrecord.shards.%d.abc' % os.getpid(), '.w.shards.mine')
+    for n in names:
+        os.makedirs(tmp_path / n)
+        (tmp_path / n / '000').write_bytes(b'\0' * 5000)
+        if n != '.w.shards.mine':
+            (tmp_path / n / 'lock').write_text('')
+    with open(tmp_path / names[1] / 'lock') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)                  # a generator still running over the same output
         assert gen('NatSR', '--labelpath', hr, '--tfrecord', out, '--scale', 2, '--patch', 16) == 0
     notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith('note: removed')]
-    assert notes == ['note: removed 1 work folder(s) of interrupted runs beside %s (.x.tfrecord.shards.dead, '
-                     '0.0 MB)' % out]
-    assert sorted(os.listdir(tmp_path)) == ['.x.tfrecord.shards.live', '.y.tfrecord.shards.dead', 'hr',
-                                            'x.tfrecord', 'x.tfrecord.json']
+    assert notes == ['note: removed 3 work folder(s) of interrupted runs beside %s (.x.tfrecord.shards.dead, '
+                     '.y.tfrecord.shards.dead, .z.tfrecord.shards.%d.abc, 0.0 MB)' % (out, gone.pid)]
+    assert sorted(os.listdir(tmp_path)) == sorted([names[1], names[4], names[5], 'hr', 'x.tfrecord', 'x.tfrecord.json'])
 
 
 def test_read_only_output_folder_is_one_line_before_any_work(tmp_path, monkeypatch, capsys):
@@ -477,7 +501,7 @@ def test_read_only_output_folder_is_one_line_before_any_work(tmp_path, monkeypat
     if os.access(ro, os.W_OK):                            # root writes anyway: a read-only mount, simulated
         def read_only(prefix, dir):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), os.path.join(dir, prefix))
-        monkeypatch.setattr(build.tempfile, 'mkdtemp', read_only)
+        monkeypatch.setattr(workdir.tempfile, 'mkdtemp', read_only)
         problem = os.strerror(errno.EROFS)
     else:
         problem = os.strerror(errno.EACCES)
@@ -541,7 +565,7 @@ def test_full_disk_is_one_line_and_leaves_the_old_output(tmp_path, monkeypatch, 
     assert gen('NatSR', *common) == 0
     old, old_side = out.read_bytes(), (tmp_path / 'o' / 'x.tfrecord.json').read_bytes()
     capsys.readouterr()
-    for module in (build, records):
+    for module in (cutting, shuffle, workdir, records):
         monkeypatch.setattr(module, 'open', FullDisk(room), raising=False)
     assert gen('NatSR', *common, '--seed', 1, '--workers', workers) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -1,6 +1,5 @@
 """The networks against the original release: variable names / shapes / dtypes, weights saved
 from the original graph, and spectral normalisation."""
-import functools
 import os
 
 import numpy as np
@@ -8,34 +7,8 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 import ops
-from conftest import shared_path
+from conftest import ORIGINAL, original_variables, our_variables, shared_path
 from model import FRACTAL, NMD
-
-ORIGINAL = ('reference', 'natsr-original')
-# what the original checkpoints hold beside the network weights
-NOT_WEIGHTS = ('beta1_power', 'beta2_power', 'global_step', 'noise_sigma', 'alpha')
-
-
-def original_variables(name):
-    """{name: (shape, dtype)} of the original checkpoint's network weights (.index only)."""
-    reader = tf.train.load_checkpoint(os.path.join(shared_path(*ORIGINAL), name))
-    shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
-    return {n: (list(shapes[n]), dtypes[n].name) for n in shapes
-            if n.split('/')[-1] not in NOT_WEIGHTS and '/Adam' not in n}
-
-
-@functools.lru_cache(maxsize=None)
-def our_variables(network):
-    """{name: (shape, dtype)} of every variable a tf.train.Saver of a fresh graph would save.
-
-    `network`: 2, 3, 4 (FRACTAL at that scale) or 'NMD'."""
-    with tf.Graph().as_default():
-        x = tf.placeholder(tf.float32, [None, None, None, 3])
-        NMD(x) if network == 'NMD' else FRACTAL(x, network)
-        # what a default tf.train.Saver() saves
-        saveable = tf.global_variables() + tf.get_collection(tf.GraphKeys.SAVEABLE_OBJECTS)
-        return {v.op.name: (v.get_shape().as_list(), v.dtype.base_dtype.name) for v in saveable}
-
 
 @pytest.mark.parametrize('name, network', [('FRSR', 4), ('NatSR', 4), ('FRSR_x2', 2), ('FRSR_x3', 3),
                                            ('NMD', 'NMD')])

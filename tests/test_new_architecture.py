@@ -15,10 +15,8 @@ import main as sr_main
 import model
 import sr
 import utils
-from conftest import ROOT, make_tfrecord
+from conftest import ROOT, load_in_tf2, load_script_module, make_tfrecord
 from ops import conv2d
-from test_export import load_in_tf2
-from test_test_script import load_script_module
 
 sys.path.insert(0, os.path.join(ROOT, 'tools'))
 import convert_weights  # noqa: E402

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import utils
-from conftest import ROOT, shared_path
+from conftest import ROOT, load_script_module, shared_path
 from imresize import imresize
 
 SCRIPT = os.path.join(ROOT, 'test.py')
@@ -46,14 +46,6 @@ CHATTER = ('absl::InitializeLog', 'oneDNN custom operations', 'port.cc', 'I0000'
 def errors(res):
     """The error / warning lines of stderr (the progress bar shares it)."""
     return [line for line in res.stderr.replace('\r', '\n').splitlines() if line.startswith(('error:', 'warning:'))]
-
-
-def load_script_module():
-    """test.py as a module (its name clashes with the standard library's `test` package)."""
-    spec = importlib.util.spec_from_file_location('natsr_test_script', SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def random_image(shape, seed, dtype=np.uint8):

@@ -17,6 +17,7 @@ import device
 import loop
 import main as sr_main
 import train
+import trials
 from model import FRACTAL, NMD
 from Train_NMD import main as nmd_main
 from Train_NMD import train as nmd_train
@@ -483,17 +484,17 @@ def test_missing_or_garbled_index_resumes_from_the_newest_checkpoint(data, trial
     assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == ['model-%d' % s for s in (1, 2, 3, 4)]
     # an index written before the folder was moved (absolute paths): its checkpoint, found by name
     (trial / 'checkpoint').write_text('model_checkpoint_path: "/moved/away/model-3"\n')
-    assert checkpoints.checkpoint_candidates(str(trial)) == ([3, 2, 1], [])
+    assert trials.checkpoint_candidates(str(trial)) == ([3, 2, 1], [])
     (trial / 'checkpoint').write_text('model_checkpoint_path: "model-4\n}{ garbage')
-    steps, notes = checkpoints.checkpoint_candidates(str(trial))
+    steps, notes = trials.checkpoint_candidates(str(trial))
     assert steps == [4, 3, 2, 1] and len(notes) == 1 and 'checkpoint is garbled' in notes[0]
     (trial / 'checkpoint').write_bytes(b'\xff\xfe\x00model-3')                # not even text
-    assert checkpoints.checkpoint_candidates(str(trial))[0] == [4, 3, 2, 1]
+    assert trials.checkpoint_candidates(str(trial))[0] == [4, 3, 2, 1]
     # an index whose checkpoints are all gone: no silent new start
     for s in (1, 2, 3, 4):
-        checkpoints.remove_checkpoint(str(trial), s)
+        trials.remove_checkpoint(str(trial), s)
     with pytest.raises(checkpoints.CheckpointError, match='names a checkpoint, but the folder holds none: .* new --trial'):
-        checkpoints.checkpoint_candidates(str(trial))
+        trials.checkpoint_candidates(str(trial))
 
 
 def read_whole(prefix):
@@ -509,7 +510,7 @@ def test_damaged_newest_checkpoint_gives_way_to_the_one_before(data, trial, tmp_
     assert frsr(data, tmp_path, '--max_steps', '4') == 0
     out, err = capsys.readouterr()
     assert 'model-3 is damaged (' in err and 'resumed from %s' % (trial / 'model-2') in out
-    assert checkpoints.checkpoint_damage(str(trial / 'model-3')) is None          # written again, whole
+    assert trials.checkpoint_damage(str(trial / 'model-3')) is None          # written again, whole
     assert tf.train.load_checkpoint(str(trial / 'model-4')).get_tensor('global_step') == 4
     # a flipped byte (TensorFlow's checksum), asked for with --step: one line naming it and --step
     data4 = glob.glob(str(trial / 'model-4.data-*'))[0]
@@ -517,14 +518,14 @@ def test_damaged_newest_checkpoint_gives_way_to_the_one_before(data, trial, tmp_
     raw[len(raw) // 2] ^= 0xFF
     open(data4, 'wb').write(bytes(raw))
     with pytest.raises(checkpoints.CheckpointError) as e:
-        checkpoints.restore_checkpoint(str(trial), 4, read_whole)
+        trials.restore_checkpoint(str(trial), 4, read_whole)
     assert str(e.value).startswith('%s: damaged checkpoint (' % (trial / 'model-4'))
     assert str(e.value).endswith('resume from another --step (steps here: 1, 2, 3) or start afresh with a new --trial')
     # every checkpoint damaged: one line, start afresh with a new --trial
     for index in glob.glob(str(trial / 'model-*.index')):
         open(index, 'wb').write(b'not an sstable')
     with pytest.raises(checkpoints.CheckpointError, match='no intact checkpoint .*model-4.* new --trial'):
-        checkpoints.restore_checkpoint(str(trial), None, read_whole)
+        trials.restore_checkpoint(str(trial), None, read_whole)
 
 
 def damaged_copy(source, path, record):
@@ -558,12 +559,51 @@ def test_damaged_tfrecord_saves_the_last_completed_step(tmp_path, capsys, monkey
     first = damaged_copy(good, str(tmp_path / 'first.tfrecord'), 0)
     assert sr_main.main(args(first, tmp_path / 'ck0')) == 2
     assert 'at step 1; nothing was trained yet' in one_error_line(capsys.readouterr().err)
-    assert not glob.glob(str(tmp_path / 'ck0' / 'FRSR_x4_trial0' / 'model-*'))
+    assert os.listdir(tmp_path / 'ck0' / 'FRSR_x4_trial0') == []       # no checkpoint, no events file
     nmd_val = damaged_copy(make_tfrecord(str(tmp_path / 'val.tfrecord'), 'NMD', 4, PATCH),
                            str(tmp_path / 'val_bad.tfrecord'), 1)
     nmd = make_tfrecord(str(tmp_path / 'nmd.tfrecord'), 'NMD', 8, PATCH)
     assert nmd_main.main(nmd_args({'nmd': nmd, 'nmd_val': nmd_val}, tmp_path / 'ck', '--max_steps', '1')) == 2
     assert ('%s: damaged TFRecord (corrupted record at' % nmd_val) in one_error_line(capsys.readouterr().err)
+
+
+def test_a_run_that_trains_nothing_leaves_no_events_file(trial, tmp_path, data, capsys):
+    """The three-step trial resumed with --max_steps 3: nothing to train, nothing written."""
+    before = sorted(os.listdir(trial))
+    assert frsr(data, tmp_path, '--max_steps', '3') == 0
+    assert sorted(os.listdir(trial)) == before
+    assert frsr(data, tmp_path, '--max_steps', '4') == 0                  # one step: its events file
+    assert len([f for f in os.listdir(trial) if f.startswith('events.')]) == 1 + len(
+        [f for f in before if f.startswith('events.')])
+
+
+TRUNCATED_CHECK = """
+import atexit, runpy, sys
+atexit.register(lambda: print('tensorflow imported' if 'tensorflow' in sys.modules else 'no tensorflow'))
+sys.argv = [sys.argv[1]] + sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name='__main__')
+"""
+
+
+@pytest.mark.parametrize('script, flag', [('main.py', '--tfrecord_path'), ('Train_NMD/main.py', '--val_tfrecord_path')])
+def test_truncated_tfrecord_is_one_line_before_tensorflow_starts(tmp_path, script, flag):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    good = make_tfrecord(str(tmp_path / 'good.tfrecord'), 'NMD', 4, PATCH)
+    bad = str(tmp_path / 'cut.tfrecord')
+    raw = open(good, 'rb').read()
+    open(bad, 'wb').write(raw[:len(raw) - 100])
+    open(bad + '.json', 'w').write(open(good + '.json').read())
+    given = {'--tfrecord_path': good, '--val_tfrecord_path': good, flag: bad}
+    res = subprocess.run([sys.executable, '-c', TRUNCATED_CHECK, os.path.join(ROOT, script)]
+                         + [a for kv in given.items() for a in kv] + ['--checkpoint_dir', str(tmp_path / 'ck')],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and res.stdout.strip() == 'no tensorflow', (res.stdout, res.stderr)
+    size = len(raw) // 4
+    assert res.stderr == ("error: %s: damaged TFRecord: %d bytes, its sidecar's 4 records of %d bytes make %d "
+                          "(truncated); regenerate it\n" % (bad, len(raw) - 100, size, len(raw)))
+    assert not os.path.exists(tmp_path / 'ck')
 
 
 def test_full_disk_leaves_the_last_checkpoint_as_it_was(data, trial, tmp_path, capsys, monkeypatch):
@@ -589,7 +629,7 @@ def test_full_disk_leaves_the_last_checkpoint_as_it_was(data, trial, tmp_path, c
                     'is left, the last checkpoint, step 3, is as it was' % trial)
     assert checkpoint_files() == files
     assert tf.train.latest_checkpoint(str(trial)).endswith('model-3')
-    assert checkpoints.checkpoint_damage(str(trial / 'model-3')) is None
+    assert trials.checkpoint_damage(str(trial / 'model-3')) is None
     # the checkpoint files fit, the index does not
     monkeypatch.undo()
     replace = os.replace
@@ -610,7 +650,7 @@ def test_pruning_keeps_the_newest_and_the_exported_checkpoints(data, trial, tmp_
     assert frsr(data, tmp_path, '--export', str(tmp_path / 'Model' / 'FRSR')) == 0     # exports model-3
     assert json.load(open(trial / 'exported.json')) == {'model-3': [str(tmp_path / 'Model' / 'FRSR')]}
     assert frsr(data, tmp_path, '--max_steps', '6', '--keep_checkpoints', '2') == 0
-    assert checkpoints.checkpoint_steps(str(trial)) == [3, 5, 6]         # model-1, model-2 of the earlier run too
+    assert trials.checkpoint_steps(str(trial)) == [3, 5, 6]         # model-1, model-2 of the earlier run too
     state = tf.train.get_checkpoint_state(str(trial))
     assert [os.path.basename(p) for p in state.all_model_checkpoint_paths] == ['model-3', 'model-5', 'model-6']
 
@@ -621,17 +661,17 @@ def test_kept_steps(tmp_path):
     for s in (1, 2, 4, 6, 8, 12):
         (tmp_path / ('model-%d.index' % s)).write_bytes(b'')
     (tmp_path / 'model-10.data-00000-of-00001').write_bytes(b'')          # no .index: no checkpoint
-    assert checkpoints.kept_steps(str(tmp_path), 9, 3) == [6, 8, 9]
-    assert checkpoints.kept_steps(str(tmp_path), 9, 1) == [9]
-    assert checkpoints.kept_steps(str(tmp_path), 9, 0) == [1, 2, 4, 6, 8, 9]
+    assert trials.kept_steps(str(tmp_path), 9, 3) == [6, 8, 9]
+    assert trials.kept_steps(str(tmp_path), 9, 1) == [9]
+    assert trials.kept_steps(str(tmp_path), 9, 0) == [1, 2, 4, 6, 8, 9]
     (tmp_path / 'exported.json').write_text(json.dumps({'model-2': ['Model/FRSR'], 'model-12': ['x']}))
-    assert checkpoints.kept_steps(str(tmp_path), 9, 3) == [2, 6, 8, 9]
+    assert trials.kept_steps(str(tmp_path), 9, 3) == [2, 6, 8, 9]
     (tmp_path / 'exported.json').write_text('{"model-2": ')
     with pytest.raises(checkpoints.CheckpointError, match='exported.json: not a record of exported checkpoints'):
-        checkpoints.kept_steps(str(tmp_path), 9, 3)
+        trials.kept_steps(str(tmp_path), 9, 3)
 
 
-def test_sigterm_saves_the_last_completed_step_and_exits_130(data, tmp_path, capsys, monkeypatch):
+def test_sigterm_saves_the_last_completed_step_and_exits_143(data, tmp_path, capsys, monkeypatch):
     import signal
 
     class Bar(loop.tqdm):
@@ -641,8 +681,8 @@ def test_sigterm_saves_the_last_completed_step_and_exits_130(data, tmp_path, cap
                 os.kill(os.getpid(), signal.SIGTERM)     # as `kill` or a job scheduler sends it
 
     monkeypatch.setattr(loop, 'tqdm', Bar)
-    assert frsr(data, tmp_path, '--max_steps', '5', '--checkpoint_interval', '100') == 130
+    assert frsr(data, tmp_path, '--max_steps', '5', '--checkpoint_interval', '100') == 128 + signal.SIGTERM
     trial = tmp_path / 'FRSR_x4_trial0'
-    assert 'interrupted at step 2: the checkpoint of step 2 is in %s' % trial in capsys.readouterr().err
-    assert checkpoints.checkpoint_steps(str(trial)) == [2]
+    assert capsys.readouterr().err.splitlines()[-1] == 'interrupted at step 2: the checkpoint of step 2 is in %s' % trial
+    assert trials.checkpoint_steps(str(trial)) == [2]
     assert tf.train.load_checkpoint(tf.train.latest_checkpoint(str(trial))).get_tensor('global_step') == 2

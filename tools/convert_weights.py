@@ -87,7 +87,7 @@ def to_npz(checkpoint, name, scale, out, arch='FRACTAL'):
 def to_tf(weights, name, scale, out, arch='FRACTAL'):
     import checkpoints
     build, scope = _model(name, scale, arch)
-    checkpoints.export(build, scope, None, None, out, values=load_parts(weights))
+    checkpoints.export_values(build, scope, out, load_parts(weights))
 
 
 def main(argv=None):
@@ -105,15 +105,18 @@ def main(argv=None):
     args = p.parse_args(argv)
     import tflog
     tflog.init()
-    import checkpoints
-    try:
-        if args.cmd == 'to-npz':
-            to_npz(args.checkpoint, args.model, args.scale, args.out, args.arch)
-        else:
-            to_tf(args.weights, args.model, args.scale, args.out, args.arch)
-    except (checkpoints.CheckpointError, ValueError) as e:
-        raise SystemExit(str(e))
+    import exits
+
+    def body():
+        try:
+            if args.cmd == 'to-npz':
+                to_npz(args.checkpoint, args.model, args.scale, args.out, args.arch)
+            else:
+                to_tf(args.weights, args.model, args.scale, args.out, args.arch)
+        except ValueError as e:                      # an unknown --arch
+            raise exits.UsageError(str(e)) from None
+    return exits.main(body)
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())
