@@ -221,12 +221,21 @@ def blend_weights(fidelity, perceptual, alpha, scope='GEN'):
         raise ValueError('the blend must be in [0, 1], not %g' % alpha)
     a, b = tf.train.load_checkpoint(fidelity), tf.train.load_checkpoint(perceptual)
     shapes_a, shapes_b = a.get_variable_to_shape_map(), b.get_variable_to_shape_map()
-    names = sorted(n for n in shapes_a if n.startswith(scope + '/') and '/Adam' not in n
-                   and '/ExponentialMovingAverage' not in n)
-    wrong = [n for n in names if shapes_b.get(n) != shapes_a[n]]
-    if not names or wrong:
-        raise CheckpointError('%s and %s cannot be blended: %s' % (
-            fidelity, perceptual, 'no %s weights' % scope if not names else 'they differ in %s' % wrong[0]))
+    def own(shapes):
+        return sorted(n for n in shapes if n.startswith(scope + '/') and '/Adam' not in n
+                      and '/ExponentialMovingAverage' not in n)
+    names, names_b = own(shapes_a), own(shapes_b)
+    problem = 'no %s weights in %s' % (scope, fidelity) if not names else None
+    for n in sorted(set(names) | set(names_b)):
+        if problem:
+            break
+        if n not in shapes_b or n not in shapes_a:
+            has, lacks = (fidelity, perceptual) if n in shapes_a else (perceptual, fidelity)
+            problem = '%s has %s, which %s lacks' % (has, n, lacks)
+        elif shapes_b[n] != shapes_a[n]:
+            problem = '%s is %s in %s and %s in %s' % (n, shapes_a[n], fidelity, shapes_b[n], perceptual)
+    if problem:
+        raise CheckpointError('%s and %s cannot be blended: %s' % (fidelity, perceptual, problem))
     if alpha in (0.0, 1.0):
         reader = b if alpha else a
         return {n: reader.get_tensor(n) for n in names}

@@ -16,6 +16,7 @@ import numpy as np
 import tiling
 
 RUNTIMES = ('onnxruntime', 'openvino', 'tflite')
+TEST_ENGINES = ('onnxruntime', 'openvino')   # test.py --engine (docs/test.md)
 FORMAT = {'onnxruntime': 'onnx', 'openvino': 'openvino', 'tflite': 'tflite'}
 PACKAGE = {'onnxruntime': 'onnxruntime', 'openvino': 'openvino', 'tflite': 'tensorflow'}
 

@@ -7,7 +7,8 @@ from utils import proc_field
 
 
 def available_memory():
-    """Bytes of host memory this process may still use (MemAvailable, capped by a cgroup limit)."""
+    """Bytes of host memory this process may still use: MemAvailable, capped by a cgroup limit and by
+    the address space its resource limits leave (address_space_left)."""
     field = proc_field('/proc/meminfo', 'MemAvailable:')
     avail = int(field.split()[0]) * 1024 if field else None
     if avail is None:
@@ -25,7 +26,23 @@ def available_memory():
             break
         except (OSError, ValueError):
             continue
-    return max(avail, 256 << 20)
+    room = address_space_left()
+    return max(avail if room is None else min(avail, room), 256 << 20)
+
+
+def address_space_left():
+    """Bytes this process may still map under its RLIMIT_AS (`ulimit -v`, against VmSize) and
+    RLIMIT_DATA (against VmData): the smaller room, or None without either limit."""
+    import resource
+    room = None
+    for limit, field in ((resource.RLIMIT_AS, 'VmSize:'), (resource.RLIMIT_DATA, 'VmData:')):
+        soft = resource.getrlimit(limit)[0]
+        used = proc_field('/proc/self/status', field)
+        if soft == resource.RLIM_INFINITY or used is None:
+            continue
+        left = soft - (int(used.split()[0]) << 10)
+        room = left if room is None else min(room, left)
+    return room
 
 
 def reset_peak_rss():
@@ -51,7 +68,11 @@ def peak_bytes(run, device='CPU:0'):
     """The peak memory that one call `run()` adds, bytes, and how it was read: TensorFlow's
     allocator statistics of `device` ('allocator': the tensors; oneDNN's allocator on CPU, BFC on
     GPU), else the process's peak resident memory ('rss', VmHWM reset first); (None, None) when
-    neither can be read (run() is still called, once)."""
+    neither can be read, or where an address-space limit holds (address_space_left: what counts
+    there is the memory mapped, more than either reads): run() is still called, once."""
+    if address_space_left() is not None:
+        run()
+        return None, None
     import tensorflow as tf
     try:
         tf.config.experimental.reset_memory_stats(device)

@@ -24,55 +24,42 @@ image, the next one is decoded and the previous one is scored and encoded on two
 `--precision` picks the arithmetic (fp32 default; tf32 / fp16 / bf16 on NVIDIA GPUs, bf16 on CPUs
 with AVX512_BF16 or AMX-BF16); a choice this machine cannot run is an error, never a silent fp32.
 
+`--blend A` is the dial between FRSR and NatSR: by default the mean (1 - A) FRSR(x) + A NatSR(x) of the
+two outputs, with `--blend_mode weights` one network of the interpolated weights.
+
+The parts: job.py (the images, the Job), upscaler.py (the network or bicubic), pipeline.py (the
+per-image loop on its threads), report.py (table, CSV, summary).
+
 Exit status: 0 all done; 1 some images could not be read, run or scored (each reported by name: too
 small, too large for the memory, more than utils.MAX_PIXELS), or saving failed (a full disk: the run
 stops, the images saved before are kept); 2 bad arguments, folders, checkpoint or output locations
-(one line, nothing run).
+(one line, nothing run); 130 Ctrl-C, 143 SIGTERM (`interrupted`: the images saved are kept, the one
+being written is finished, no temporary file is left).
 """
 import argparse
-import csv
-import hashlib
-import json
-import math
 import os
-import re
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
-
-import numpy as np
-from tqdm import tqdm
 
 import checkpoints
 import device
 import engines
 import exits
-import memory
+import memory  # noqa: F401  (tests patch memory.available_memory through this module)
 import metrics
-import sr as srlib  # TensorFlow is imported only when a network is built, after --gpu is applied
+import pipeline
+import report
 import tflog
-import tiling
+import upscaler
 import utils
 from checkpoints import MODEL_SCALES, CheckpointError
 from device import PRECISIONS, PrecisionError
-from exits import UsageError
-from imresize import imresize
+from job import BLEND_MODES, Blend, Job, UsageError, check_stems, default_items, folder_items, pair_files  # noqa: F401
+from pipeline import OutputError  # noqa: F401
+from report import weights_hash  # noqa: F401
+from upscaler import upscale_image  # noqa: F401
 
-ENGINES = ('onnxruntime', 'openvino')   # runtimes of the exported model (engines.py; docs/test.md, --engine)
 MODELS = tuple(MODEL_SCALES) + ('bicubic',)
-DEFAULT_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'camera', 'rocket')  # skimage.data, bundled
 EXIT_FAILED, EXIT_USAGE = exits.FAILED, exits.USAGE
-MIN_LR_SIDE = 4  # network models: smaller inputs come out with wrong colours, the border's zero padding
-#                  dominating (shipped FRSR / NatSR on a flat colour: 1x1 off by 58-64 grey levels on average,
-#                  2x2 by 8, 4x4 by 3-4, 32x32 by 2; on photo crops the mean colour settles from 4 pixels on)
-SSIM_WINDOW = metrics.gaussian_1d().size  # PSNR / SSIM need this many pixels once `scale` are shaved
-# Host memory per output pixel of one image, besides the network's own (decoding, the float32 result
-# and its copies, MATLAB rounding in float64, saving, scoring): 93 bytes measured at x4 with --ref.
-BYTES_PER_SR_PIXEL = 128
-
-
-class OutputError(Exception):
-    """A result that could not be written (a full disk): one line, the run stops, exit status 1."""
 
 
 def parse_args(argv=None):
@@ -112,223 +99,18 @@ def parse_args(argv=None):
                         'fp16 (NVIDIA GPU >= 7.0), bf16 (CPU with AVX512_BF16 / AMX-BF16, or NVIDIA GPU >= 8.0); '
                         'an unsupported choice is an error')
     p.add_argument('--blend', type=float, default=None, metavar='A',
-                   help='the perception-distortion dial of --model NatSR: run the weight blend (1 - A) * FRSR + A * '
-                        'NatSR of MODELPATH/FRSR and MODELPATH/NatSR (network interpolation); 0: FRSR, 1: NatSR')
-    p.add_argument('--engine', default='tensorflow', choices=('tensorflow',) + ENGINES,
+                   help='the perception-distortion dial of --model NatSR: (1 - A) * FRSR + A * NatSR of MODELPATH/FRSR '
+                        'and MODELPATH/NatSR (see --blend_mode); 0: FRSR, 1: NatSR')
+    p.add_argument('--blend_mode', default='output', choices=BLEND_MODES,
+                   help='what --blend interpolates: output (default: the two networks\' output images, in float '
+                        'before rounding; keeps the tone) or weights (one network of the interpolated weights)')
+    p.add_argument('--engine', default='tensorflow', choices=('tensorflow',) + engines.TEST_ENGINES,
                    help='what runs the network: tensorflow (default), or an export of its weights (export.py --io '
                         'float32) in onnxruntime or openvino (requirements-export.txt; fp32; within 1e-4 of TensorFlow)')
     p.add_argument('--csv', default=None, help='metrics CSV path (default: one per job, '
                                                'SAVEPATH/MODEL/metrics_<data>_<checkpoint>_<hash>.csv)')
     return tflog.add_flag(p).parse_args(argv)
 
-
-# ---------------------------------------------------------------- jobs
-
-class Item(object):
-    """One image of the job: its display name, output stem, `load()` -> (LR, HR or None), which may
-    raise utils.ImageError, and `path`: the LR file, whose header is checked before decoding (or None)."""
-
-    def __init__(self, name, stem, load, path=None):
-        self.name, self.stem, self.load, self.path = name, stem, load, path
-
-
-def _names(paths, limit=5):
-    names = [os.path.basename(p) for p in paths]
-    return ', '.join(names[:limit]) + (' ... (+%d more)' % (len(names) - limit) if len(names) > limit else '')
-
-
-def list_folder(folder, what):
-    try:
-        files = utils.list_images(folder)
-    except FileNotFoundError:
-        raise UsageError('%s folder %s: no such folder' % (what, folder))
-    if not files:
-        raise UsageError('%s folder %s: no images (%s)' % (what, folder, ' '.join(utils.IMAGE_EXTS)))
-    return files
-
-
-def pair_files(lr_files, hr_files, scale):
-    """[(lr, hr)] paired by stem (utils.pair_by_stem: an LR stem may end in x<scale>, babyx4 or
-    baby_x4); UsageError unless every image has its pair."""
-    try:
-        lr_of = utils.pair_by_stem(lr_files, hr_files, scale)
-    except ValueError as e:
-        raise UsageError(str(e))
-    hr_of = {lr: hr for hr, lr in lr_of.items()}
-    lone_lr = [lr for lr in lr_files if lr not in hr_of]
-    lone_hr = sorted((hr for hr in hr_files if hr not in lr_of), key=utils.stem)
-    if lone_lr or lone_hr:
-        parts = ['%d LR vs %d HR images' % (len(lr_files), len(hr_files))]
-        if lone_lr:
-            parts.append('no HR image for %s' % _names(lone_lr))
-        if lone_hr:
-            parts.append('no LR image for %s' % _names(lone_hr))
-        raise UsageError('LR and HR folders do not match (pairing by file stem, LR may end in x%d): %s'
-                         % (scale, '; '.join(parts)))
-    return [(lr, hr_of[lr]) for lr in lr_files]
-
-
-def folder_items(args, scale, ref):
-    lr_files = list_folder(args.datapath, 'LR')
-    pairs = (pair_files(lr_files, list_folder(args.labelpath, 'HR'), scale) if ref
-             else [(f, None) for f in lr_files])
-    return [Item(os.path.basename(lr), utils.stem(lr),
-                 lambda lr=lr, hr=hr: (utils.read_image(lr), utils.read_image(hr) if hr else None), lr)
-            for lr, hr in pairs]
-
-
-def default_items(scale):
-    """scikit-image's bundled sample photos: HR = modcrop(photo), LR = MATLAB bicubic downscale (uint8)."""
-    def load(name):
-        import skimage.data
-        hr = utils.modcrop(getattr(skimage.data, name)(), scale)
-        return imresize(hr, 1.0 / scale), hr
-
-    return [Item(name, name, lambda n=name: load(n)) for name in DEFAULT_PHOTOS]
-
-
-# ---------------------------------------------------------------- images
-
-def upscale_image(img, scale, sr_rgb):
-    """uint8 / uint16 HxW or HxWx{3,4} -> SR image of the same type and layout.
-
-    `sr_rgb` maps float RGB [h, w, 3] in [0, 1] to [sh, sw, 3]. Gray goes in as 3 equal channels
-    and comes out as the channel mean; alpha is upscaled with bicubic and re-attached.
-    """
-    out = np.clip(sr_rgb(utils.to_float(utils.to_rgb(img))), 0.0, 1.0)
-    if img.ndim == 2:
-        out = out.mean(axis=2)
-    elif img.shape[2] == 4:
-        alpha = imresize(utils.to_float(img[:, :, 3]), scale)
-        out = np.dstack([out, np.clip(alpha, 0.0, 1.0)])
-    return utils.to_uint(out, img.dtype)
-
-
-def score(sr, hr, scale, name, columns):
-    """The metrics `columns` (names of metrics.METRICS) of one result: those with a reference against
-    modcrop(hr), both cut to their common size; a metric without one that cannot measure this image
-    (NIQE: smaller than a 96x96 block) gives NaN and a warning."""
-    row = {}
-    sr8 = utils.to_rgb8(sr)
-    if hr is not None:
-        hr8 = utils.modcrop(utils.to_rgb8(hr), scale)
-        h, w = min(sr8.shape[0], hr8.shape[0]), min(sr8.shape[1], hr8.shape[1])
-    for c in columns:
-        if 'hr' in metrics.METRICS[c].needs:
-            row[c] = metrics.measure(c, sr8[:h, :w], scale, hr=hr8[:h, :w])
-            continue
-        try:
-            row[c] = metrics.measure(c, sr8, scale)
-        except ValueError as e:
-            warn('warning: %s: no %s (%s)' % (name, metrics.METRICS[c].label, e))
-            row[c] = math.nan
-    return row
-
-
-def check_sizes(lr, hr, scale):
-    """A message when modcrop(hr) is not about scale x lr (wrong --scale or a wrong pair), else None."""
-    want = (lr.shape[0] * scale, lr.shape[1] * scale)
-    have = (hr.shape[0] - hr.shape[0] % scale, hr.shape[1] - hr.shape[1] % scale)
-    if abs(want[0] - have[0]) > scale or abs(want[1] - have[1]) > scale:
-        return ('LR %dx%d at x%d gives %dx%d, but the HR image is %dx%d (wrong scale or wrong pair?)'
-                % (lr.shape[1], lr.shape[0], scale, want[1], want[0], hr.shape[1], hr.shape[0]))
-    return None
-
-
-def input_limit(model, scale, ref):
-    """(smallest LR side this job runs, why): the network models' MIN_LR_SIDE, and what scoring needs."""
-    limits = [(1, '')]
-    if model != 'bicubic':
-        limits.append((MIN_LR_SIDE, 'smaller inputs come out of the network with wrong colours; '
-                                    '--model bicubic runs them'))
-    if ref:
-        limits.append((-(-(2 * scale + SSIM_WINDOW) // scale),
-                       'PSNR / SSIM need %dx%d pixels once %d are shaved from every border; --ref 0 skips scoring'
-                       % (SSIM_WINDOW, SSIM_WINDOW, scale)))
-    return max(limits)
-
-
-def input_problem(h, w, scale, limit, budget):
-    """Why an LR image of h x w pixels cannot be run, or None: a side below `limit` (input_limit), or
-    a result that would not fit in `budget` bytes (BYTES_PER_SR_PIXEL per output pixel)."""
-    side, why = limit
-    if min(h, w) < side:
-        return 'LR %dx%d is smaller than %dx%d pixels (%s)' % (w, h, side, side, why)
-    need = BYTES_PER_SR_PIXEL * h * w * scale * scale
-    if need > budget:
-        return ('LR %dx%d at x%d gives %dx%d pixels, which need about %s of memory, and %s are free for them'
-                % (w, h, scale, w * scale, h * scale, _bytes(need), _bytes(budget)))
-    return None
-
-
-def _bytes(n):
-    return '%.1f GB' % (n / 2.0 ** 30) if n >= 1 << 30 else '%d MB' % round(n / 2.0 ** 20)
-
-
-# ---------------------------------------------------------------- output
-
-def warn(msg):
-    tqdm.write(msg, file=sys.stderr)
-
-
-def print_table(rows, columns):
-    width = max([len('image'), len('mean')] + [len(r['image']) for r in rows])
-    print('%-*s' % (width, 'image') + ''.join('  %7s' % metrics.METRICS[c].label for c in columns))
-    for r in rows:
-        print('%-*s' % (width, r['image']) + ''.join('  %7s' % (metrics.METRICS[c].fmt % r[c]) for c in columns))
-
-
-def write_csv(path, rows, columns, job):
-    """The metrics, one row per image then the mean, each row ending with the `job` record."""
-    with utils.atomic_path(path) as tmp:
-        with open(tmp, 'w', newline='') as f:
-            w = csv.writer(f)
-            w.writerow(['image'] + columns + list(job))
-            for r in rows:
-                w.writerow([r['image']] + ['%.6f' % r[c] for c in columns] + list(job.values()))
-
-
-def weights_hash(weights):
-    """12 hex digits of SHA-256 over the weights ({name: array}): names, shapes and values."""
-    h = hashlib.sha256()
-    for name in sorted(weights):
-        a = np.ascontiguousarray(weights[name])
-        h.update(('%s %s %s;' % (name, a.dtype, a.shape)).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:12]
-
-
-def job_record(args, model, scale, prefix, gen, default_job):
-    """What produced the scores: model, checkpoint and a hash of its weights, data folders, options."""
-    return {'model': model, 'scale': scale,
-            'checkpoint': os.path.abspath(prefix) if prefix else '',
-            'weights': weights_hash(gen.weights()) if gen is not None else '',
-            'datapath': 'scikit-image sample photos' if default_job else os.path.abspath(args.datapath),
-            'labelpath': os.path.abspath(args.labelpath) if args.labelpath else '',
-            'tile': args.tile or 'auto', 'precision': args.precision if gen is not None else ''}
-
-
-def csv_name(job):
-    """metrics_<data>_<checkpoint>_<hash>.csv: the LR folder and its parent, the checkpoint (with its
-    trial folder), and 8 hex digits of the whole job record: one job per name."""
-    def tail(path, n):
-        return '-'.join(p for p in os.path.normpath(path).split(os.sep)[-n:] if p)
-    data = 'samples' if job['datapath'] == 'scikit-image sample photos' else tail(job['datapath'], 2)
-    ckpt = job['checkpoint']
-    ckpt = tail(ckpt, 2 if re.match(r'model-\d+$', os.path.basename(ckpt)) else 1) if ckpt else 'bicubic'
-    digest = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:8]
-    return re.sub(r'[^\w.-]+', '_', 'metrics_%s_%s_%s.csv' % (data, ckpt, digest))
-
-
-def mean_row(rows, columns):
-    row = {'image': 'mean'}
-    for c in columns:
-        vals = [r[c] for r in rows if not math.isnan(r[c])]
-        row[c] = float(np.mean(vals)) if vals else math.nan
-    return row
-
-
-# ---------------------------------------------------------------- main
 
 def job_settings(args):
     """(scale, default_job, ref, save) from the arguments; UsageError when they conflict."""
@@ -392,189 +174,82 @@ def check_outputs(args, outdir, save, columns):
             raise UsageError('cannot write %s to %s: %s' % (what, folder, problem))
 
 
-def run(args):
-    # Arguments, folders and output locations first: nothing is built or written before they all hold.
-    scale, default_job, ref, save = job_settings(args)
-    items = default_items(scale) if default_job else folder_items(args, scale, ref)
-    if save:
-        stems = {}
-        for it in items:
-            if it.stem in stems:
-                raise UsageError('%s and %s would both be saved as %s.png' % (stems[it.stem], it.name, it.stem))
-            stems[it.stem] = it.name
+def own_checkpoint(prefix, model):
+    """`prefix`, unless it is named after another shipped model (--model FRSR --modelpath Model/NatSR):
+    then UsageError, as those weights would run under the wrong name."""
+    name = os.path.basename(prefix)
+    if name in MODEL_SCALES and name != model:
+        raise UsageError('checkpoint %s is the shipped model %s, not %s: run it with --model %s, or give --modelpath '
+                         'the folder that holds %s' % (prefix, name, model, name, model))
+    return prefix
 
-    model, prefix = args.model, None
-    if model != 'bicubic':
-        try:
-            if args.precision != 'fp32':  # before the checkpoint: a precision error needs no model
-                device.check_precision(args.precision)
-            if engines.problem(args.engine, args.precision):
-                raise UsageError(engines.problem(args.engine, args.precision))
-        except PrecisionError as e:
-            raise UsageError(str(e))
-        try:
-            prefix = checkpoints.find_checkpoint(args.modelpath, model)
-            blend = None
-            if args.blend is not None:
-                blend = checkpoints.find_checkpoint(args.modelpath, 'FRSR'), prefix, args.blend
-                prefix = '%s + %s, blend %g' % (os.path.abspath(blend[0]), os.path.abspath(prefix), args.blend)
-        except CheckpointError as e:
-            if not default_job:
-                raise UsageError(str(e))
-            print('note: no %s model in %s/ (%s); running the bicubic baseline instead'
-                  % (model, args.modelpath.rstrip('/'), e))
-            model = 'bicubic'
-    folder = model if model != 'bicubic' else 'bicubic_x%d' % scale
-    if model == 'NatSR' and args.blend is not None:
-        folder = 'NatSR_blend%g' % args.blend
-    outdir = os.path.join(args.savepath, folder)
-    columns = metric_columns(args, ref)
-    check_outputs(args, outdir, save, columns)
 
-    print('job: %s, %d image%s, x%d' % ('bundled sample photos (scikit-image)' if default_job else args.datapath,
-                                        len(items), '' if len(items) == 1 else 's', scale))
-    gen = None
-    if model == 'bicubic':
-        print('model: bicubic (MATLAB imresize), x%d' % scale)
-        print('device: CPU (bicubic runs in numpy)')
-        sr_rgb = lambda rgb: imresize(rgb, scale)  # noqa: E731
-        if args.tile:
-            print('note: --tile has no effect on bicubic')
-        if args.precision != 'fp32':
-            print('note: --precision has no effect on bicubic')
-    else:
-        print('model: %s, x%d, checkpoint %s, %s' % (model, scale, prefix, args.precision))
-        try:
-            gen = (srlib.Generator(scale, precision=args.precision, weights=checkpoints.blend_weights(*blend),
-                                   arch=args.arch) if blend
-                   else srlib.Generator(scale, prefix, precision=args.precision, arch=args.arch))
-        except (CheckpointError, ValueError) as e:   # ValueError: PrecisionError, an unknown --arch or scale
-            raise UsageError(str(e))
-        if args.tile is not None and args.tile < tiling.MIN_TILE:
-            side = args.tile + 2 * gen.margin
-            warn('warning: --tile %d is below %d LR pixels: every tile also runs %d pixels of context on each side '
-                 '(up to %dx the work of the tile itself); --tile %d or more, or no --tile, is much faster'
-                 % (args.tile, tiling.MIN_TILE, gen.margin, side * side // (args.tile * args.tile), tiling.MIN_TILE))
-        if args.precision != 'fp32':
-            print('precision: %s' % gen.plan.what)
-        if args.engine != 'tensorflow':   # the generator's weights, exported and run there (engines.OnRuntime)
-            gen = engines.OnRuntime(gen, args.engine)
-            print('engine: %s' % gen.what)
-        print('device: %s' % gen.device)
-        sr_rgb = lambda rgb: gen(rgb, tile=args.tile)  # noqa: E731
-    job = job_record(args, model, scale, prefix, gen, default_job)
-    if args.engine != 'tensorflow':   # its own CSV name; TensorFlow's jobs keep theirs
-        job['engine'] = args.engine
-    csv_path = args.csv or os.path.join(outdir, csv_name(job))
-    sys.stdout.flush()
-
-    limit = input_limit(model, scale, ref)
-    # the network's own memory is half of the host's on CPU (Generator.memory_budget): results get the rest
-    share = 2 if gen is not None and gen.device == 'CPU' else 1
-
-    def load(it):
-        """(LR, HR or None); the LR size its header declares is checked before anything is decoded."""
-        if it.path:
-            h, w = utils.checked_size(it.path)
-            problem = input_problem(h, w, scale, limit, memory.available_memory() // share)
-            if problem:
-                raise utils.ImageError('%s: %s' % (it.path, problem))
-        return it.load()
-
-    def finish(name, stem, out, hr):
-        """Score, then save one result: its metrics row, or None without metrics."""
-        try:
-            row = dict(image=name, **score(out, hr, scale, name, columns)) if columns else None
-        except ValueError as e:  # e.g. an HR image a few pixels short of the LR's scale x size
-            raise utils.ImageError('%s: cannot score (%s)' % (name, e))
-        if save:
-            path = os.path.join(outdir, stem + '.png')
-            try:
-                utils.save_image(path, out)
-            except OSError as e:
-                raise OutputError('cannot save %s (%s)' % (path, e.strerror or e))
-        return row
-
-    rows, failed, saved, seconds, stop = [], 0, 0, 0.0, None
-    # Overlap: a reader thread decodes the next image while the network runs (TensorFlow releases
-    # the GIL); a finisher thread scores and encodes the previous result. At most two results wait.
-    reader, finisher = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
-    pending = []
-
-    def collect(future):
-        nonlocal saved, stop, failed
-        try:
-            row = future.result()
-        except OutputError as e:  # a full disk: the run stops, what was saved stays
-            stop = stop or str(e)
-            return
-        except utils.ImageError as e:
-            warn('error: %s' % e)
-            failed += 1
-            return
-        saved += bool(save)
-        if row is not None:
-            rows.append(row)
-
+def find_model(args, default_job):
+    """(model, checkpoint prefix or None, job.Blend or None) of --model / --modelpath / --blend; the
+    default job without a checkpoint falls back to bicubic (a note); else UsageError (one line)."""
+    if args.model == 'bicubic':
+        return 'bicubic', None, None
     try:
-        loads = [reader.submit(load, items[0])] if items else []
-        for i, it in enumerate(tqdm(items, desc=folder, unit='img', file=sys.stderr)):
-            if stop:
-                break
-            if i + 1 < len(items):
-                loads.append(reader.submit(load, items[i + 1]))
-            try:
-                lr, hr = loads[i].result()
-                loads[i] = None
-                problem = check_sizes(lr, hr, scale) if ref else None
-                if problem:
-                    raise utils.ImageError('%s: %s' % (it.name, problem))
-                t = time.time()
-                out = upscale_image(lr, scale, sr_rgb)
-                seconds += time.time() - t
-                if gen is not None and args.tile is None and gen.last_tile:
-                    warn('note: %s is too large for memory as a whole: super-resolved in tiles of %d LR pixels'
-                         % (it.name, gen.last_tile))
-            except utils.ImageError as e:
-                warn('error: %s' % e)
-                failed += 1
-                continue
-            pending.append(finisher.submit(finish, it.name, it.stem, out, hr))
-            while len(pending) > 2:
-                collect(pending.pop(0))
-        while pending:
-            collect(pending.pop(0))
-    finally:
-        for f in pending:
-            f.cancel()
-        reader.shutdown(wait=True, cancel_futures=True)
-        finisher.shutdown(wait=True, cancel_futures=True)
+        if args.precision != 'fp32':  # before the checkpoint: a precision error needs no model
+            device.check_precision(args.precision)
+        if engines.problem(args.engine, args.precision):
+            raise UsageError(engines.problem(args.engine, args.precision))
+    except PrecisionError as e:
+        raise UsageError(str(e))
+    try:
+        prefix = own_checkpoint(checkpoints.find_checkpoint(args.modelpath, args.model), args.model)
+        blend = None
+        if args.blend is not None:
+            blend = Blend(own_checkpoint(checkpoints.find_checkpoint(args.modelpath, 'FRSR'), 'FRSR'), prefix,
+                          args.blend, args.blend_mode)
+    except CheckpointError as e:
+        if not default_job:
+            raise UsageError(str(e))
+        print('note: no %s model in %s/ (%s); running the bicubic baseline instead'
+              % (args.model, args.modelpath.rstrip('/'), e))
+        return 'bicubic', None, None
+    return args.model, prefix, blend
 
-    if stop:
-        sys.stdout.flush()
-        print('error: %s; stopped: the %d image%s saved before it are kept in %s, no metrics written'
-              % (stop, saved, '' if saved == 1 else 's', outdir), file=sys.stderr)
-        return EXIT_FAILED
-    done = len(items) - failed
-    if rows:
-        rows.append(mean_row(rows, columns))
-        print_table(rows, columns)
-        try:
-            write_csv(csv_path, rows, columns, job)
-        except OSError as e:
-            sys.stdout.flush()
-            print('error: cannot write metrics to %s (%s)' % (csv_path, e.strerror or e), file=sys.stderr)
-            return EXIT_FAILED
-        print('metrics: %s' % csv_path)
-    if saved:
-        print('saved %d image%s to %s' % (saved, '' if saved == 1 else 's', outdir))
-    if done:
-        print('%d image%s super-resolved in %.2f s (%.3f s per image)'
-              % (done, '' if done == 1 else 's', seconds, seconds / done))
-    if failed:
-        print('error: %d of %d images failed (see above)' % (failed, len(items)), file=sys.stderr)
-        return EXIT_FAILED
-    return 0
+
+def plan_job(args):
+    """The Job of the arguments, with every folder, checkpoint and output location checked: nothing is
+    built or written before they all hold (UsageError, one line)."""
+    scale, default_job, ref, save = job_settings(args)
+    items = default_items(scale) if default_job else folder_items(args.datapath, args.labelpath, scale, ref)
+    if save:
+        check_stems(items)
+    model, prefix, blend = find_model(args, default_job)
+    job = Job(model, scale, default_job, ref, save, items, checkpoint=prefix, blend=blend)
+    job.outdir = os.path.join(args.savepath, job.folder)
+    job.columns = metric_columns(args, ref)
+    check_outputs(args, job.outdir, save, job.columns)
+    return job
+
+
+def remove_leftovers(folders):
+    """Remove the temporary files that killed runs left in `folders` (utils.remove_dead_temporaries),
+    with one note line."""
+    for folder in sorted(folders):
+        removed = utils.remove_dead_temporaries(folder)
+        if removed:
+            print('note: removed %d temporary file%s of interrupted runs in %s (%s)'
+                  % (len(removed), '' if len(removed) == 1 else 's', folder, ', '.join(removed)))
+
+
+def run(args):
+    job = plan_job(args)
+    n = len(job.items)
+    print('job: %s, %d image%s, x%d' % ('bundled sample photos (scikit-image)' if job.default_job else args.datapath,
+                                        n, '' if n == 1 else 's', job.scale))
+    up = upscaler.make(job, args)
+    record = report.job_record(job, args, up.gens)
+    if args.engine != 'tensorflow':   # its own CSV name; TensorFlow's jobs keep theirs
+        record['engine'] = args.engine
+    csv_path = args.csv or os.path.join(job.outdir, report.csv_name(record))
+    remove_leftovers({job.outdir, os.path.dirname(os.path.abspath(csv_path))} if job.save or job.columns else ())
+    sys.stdout.flush()
+    tally = pipeline.Pipeline(job, up, args.tile).run()
+    return report.report(job, tally, record, csv_path)
 
 
 def main(argv=None):

@@ -56,7 +56,8 @@ def pair_by_stem(lr_files, hr_files, scale):
 
 
 def read_image(path):
-    """Read an image as uint8 or uint16, HxW (gray) or HxWxC (C = 3, or 4 with alpha).
+    """Read an image as uint8 or uint16, HxW (gray) or HxWxC (C = 3, or 4 with alpha): CMYK / YCCK
+    converted to RGB, a palette with transparency to RGBA (as gray + alpha is).
 
     Raises ImageError with a one-line message naming the file when it cannot be decoded, or when
     its header declares more than MAX_PIXELS pixels (then nothing is decoded).
@@ -64,7 +65,9 @@ def read_image(path):
     import imageio.v3 as iio
     checked_size(path)
     try:
-        img = _read_png16(path) if _is_png16(path) else np.asarray(iio.imread(path))
+        img = _read_png16(path) if _is_png16(path) else _read_converted(path)
+        if img is None:
+            img = np.asarray(iio.imread(path))
     except Exception as e:  # imageio raises many types for broken files
         raise ImageError('%s: cannot read image (%s)' % (path, str(e).splitlines()[0] if str(e) else type(e).__name__))
     if img.ndim == 4:  # multi-page TIFF / animated: first frame
@@ -181,6 +184,22 @@ def _is_png16(path):
     return head[:8] == b'\x89PNG\r\n\x1a\n' and len(head) == 25 and head[24] == 16
 
 
+def _read_converted(path):
+    """The image of a file that Pillow decodes in a mode imageio would pass on as something else, as
+    Pillow converts it: CMYK (JPEG, TIFF; Pillow decodes YCCK JPEG as CMYK, and Adobe's inverted
+    CMYK) to RGB; a palette image with transparency (PNG's tRNS) to RGBA. None for any other file."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            if im.mode == 'CMYK':
+                return np.asarray(im.convert('RGB'))
+            if im.mode in ('P', 'PA') and (im.mode == 'PA' or 'transparency' in im.info):
+                return np.asarray(im.convert('RGBA'))
+    except Exception:  # not Pillow's: imageio reads it, or says why it cannot
+        return None
+    return None
+
+
 def _read_png16(path):
     """16-bit PNG with its full depth (Pillow decodes 16-bit colour PNG to 8 bits)."""
     import png
@@ -289,11 +308,12 @@ def unwritable(folder):
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside `path`; rename it to `path` only if the block succeeds."""
+    """Yield a temporary path beside `path` (.<name>.pid<pid>.<random>.tmp<ext>, see
+    remove_dead_temporaries); rename it to `path` only if the block succeeds."""
     folder = os.path.dirname(os.path.abspath(path)) or '.'
     os.makedirs(folder, exist_ok=True)
     base, ext = os.path.splitext(os.path.basename(path))
-    fd, tmp = tempfile.mkstemp(prefix='.%s.' % base, suffix='.tmp' + ext, dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix='.%s.pid%d.' % (base, os.getpid()), suffix='.tmp' + ext, dir=folder)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -304,6 +324,38 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+TEMPORARY = re.compile(r'\..+\.pid(\d+)\.\w+\.tmp(\.\w+)?$')   # atomic_path's temporary names
+
+
+def pid_alive(pid):
+    """Whether a process `pid` exists (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:   # exists, another user's
+        pass
+    return True
+
+
+def remove_dead_temporaries(folder):
+    """Remove atomic_path's temporaries in `folder` whose process is gone (killed while writing);
+    returns their names. Those of running processes stay."""
+    if not os.path.isdir(folder):
+        return []
+    removed = []
+    for name in sorted(os.listdir(folder)):
+        m = TEMPORARY.match(name)
+        path = os.path.join(folder, name)
+        if m and not pid_alive(int(m.group(1))) and os.path.isfile(path):
+            try:
+                os.remove(path)
+                removed.append(name)
+            except OSError:
+                pass
+    return removed
 
 
 def save_image(path, img):

@@ -13,6 +13,7 @@ try:
 except ImportError:       # not POSIX: no lock; a work folder counts as live while the pid in its name is
     fcntl = None
 
+import utils
 from generate_Dataset import DataError
 
 WORK = '.%s.shards.%d.'   # prefix of the hidden work folder beside output NAME, of the run with this pid
@@ -54,17 +55,6 @@ def _locked(folder):
     return False
 
 
-def _alive(pid):
-    """Whether process `pid` exists (on this machine)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:                                   # exists, another user's
-        pass
-    return True
-
-
 def _stale(folder, name):
     """Whether `name` in `folder` is the work folder of a run that is gone: named like one, holding
     its lock file, the lock not held, and the process of the pid in its name (if any) not alive."""
@@ -72,7 +62,7 @@ def _stale(folder, name):
     path = os.path.join(folder, name)
     if not m or not os.path.isfile(os.path.join(path, 'lock')) or _locked(path):
         return False
-    return m.group(1) is None or not _alive(int(m.group(1)))
+    return m.group(1) is None or not utils.pid_alive(int(m.group(1)))
 
 
 def remove_stale(out):

@@ -13,7 +13,7 @@ import export
 import model
 import sr
 from conftest import ROOT
-from test_export import load_script_module
+from conftest import load_script_module
 
 MODELS = {'FRSR': 4, 'FRSR_x2': 2}
 RUNTIME = {fmt: rt for rt, fmt in engines.FORMAT.items()}
