@@ -42,6 +42,7 @@ import sys
 
 import checkpoints
 import device
+import engines
 import exits
 import memory  # noqa: F401  (tests patch memory.available_memory through this module)
 import metrics
@@ -103,6 +104,9 @@ def parse_args(argv=None):
     p.add_argument('--blend_mode', default='output', choices=BLEND_MODES,
                    help='what --blend interpolates: output (default: the two networks\' output images, in float '
                         'before rounding; keeps the tone) or weights (one network of the interpolated weights)')
+    p.add_argument('--engine', default='tensorflow', choices=('tensorflow',) + engines.TEST_ENGINES,
+                   help='what runs the network: tensorflow (default), or an export of its weights (export.py --io '
+                        'float32) in onnxruntime or openvino (requirements-export.txt; fp32; within 1e-4 of TensorFlow)')
     p.add_argument('--csv', default=None, help='metrics CSV path (default: one per job, '
                                                'SAVEPATH/MODEL/metrics_<data>_<checkpoint>_<hash>.csv)')
     return tflog.add_flag(p).parse_args(argv)
@@ -188,6 +192,8 @@ def find_model(args, default_job):
     try:
         if args.precision != 'fp32':  # before the checkpoint: a precision error needs no model
             device.check_precision(args.precision)
+        if engines.problem(args.engine, args.precision):
+            raise UsageError(engines.problem(args.engine, args.precision))
     except PrecisionError as e:
         raise UsageError(str(e))
     try:
@@ -237,6 +243,8 @@ def run(args):
                                         n, '' if n == 1 else 's', job.scale))
     up = upscaler.make(job, args)
     record = report.job_record(job, args, up.gens)
+    if args.engine != 'tensorflow':   # its own CSV name; TensorFlow's jobs keep theirs
+        record['engine'] = args.engine
     csv_path = args.csv or os.path.join(job.outdir, report.csv_name(record))
     remove_leftovers({job.outdir, os.path.dirname(os.path.abspath(csv_path))} if job.save or job.columns else ())
     sys.stdout.flush()

@@ -7,6 +7,7 @@ import numpy as np
 from tqdm import tqdm
 
 import checkpoints
+import engines
 import sr as srlib  # TensorFlow is imported only when a network is built, after --gpu is applied
 import tiling
 import utils
@@ -50,9 +51,11 @@ def generator(job, args, prefix=None, weights=None, what=None):
     """sr.Generator of a checkpoint prefix (or of given weights); UsageError (one line, naming `what`
     where given) when it cannot be built."""
     try:
-        return srlib.Generator(job.scale, prefix, precision=args.precision, arch=args.arch, weights=weights)
+        gen = srlib.Generator(job.scale, prefix, precision=args.precision, arch=args.arch, weights=weights)
     except (CheckpointError, ValueError) as e:   # ValueError: PrecisionError, an unknown --arch or scale
         raise UsageError('%s: %s' % (what, e) if what else str(e))
+    engine = getattr(args, 'engine', 'tensorflow')   # --engine: its weights exported and run there
+    return gen if engine == 'tensorflow' else engines.OnRuntime(gen, engine)
 
 
 def output_blend(ends, alpha):
@@ -90,6 +93,8 @@ def network(job, args):
              % (args.tile, tiling.MIN_TILE, gen.margin, side * side // (args.tile * args.tile), tiling.MIN_TILE))
     if args.precision != 'fp32':
         print('precision: %s' % gen.plan.what)
+    if hasattr(gen, 'engine'):
+        print('engine: %s' % gen.what)
     print('device: %s' % gen.device)
     if len(gens) == 2:
         return Upscaler(output_blend(gens, b.alpha), gens)

@@ -1,4 +1,5 @@
-"""Speed benchmark of the FRSR / NatSR generator (x4 by default), TensorFlow against a PyTorch peer.
+"""Speed benchmark of the FRSR / NatSR generator (x4 by default): TensorFlow, a PyTorch peer, and the
+exported model in ONNX Runtime, OpenVINO and TFLite (engines.py; --runtimes).
 
     python bench/speed.py                           # the README's table (CPU, fp32, torch if installed)
     python bench/speed.py --precision fp32,tf32,fp16,bf16 --xla   # on an NVIDIA GPU
@@ -6,16 +7,18 @@
 
 Cases: LR 128x128, 256x256 and 510x384 (a DIV2K LR image) whole, and the 510x384 image tiled (LR
 tiles of --tile pixels plus 46 pixels of context, same-shaped tiles batched), i.e. a 2040x1536 output.
-For every case and engine: one warm-up, then --repeats timed forward passes (TensorFlow and PyTorch
+For every case and engine: one warm-up, then --repeats timed forward passes (all engines
 interleaved, so both see the same machine load); the median (and min) wall time, output megapixels
 per second, achieved GFLOP/s (2 x the counted multiply-adds the engine computed, tile context
 included), and how much CPU other processes used meanwhile (cores, from /proc/stat). Peak
-resident memory: `--memory` (both engines side by side, each engine and case in a fresh process
+resident memory: `--memory` (all engines side by side, each engine and case in a fresh process
 that loads only its own framework, so that neither the other engine nor an allocator's retained
 memory blurs it; the CPU model and flags head the table). Random weights unless --checkpoint.
-Both engines get the same input; the outputs' largest difference is printed.
+All engines get the same input; the outputs' largest difference is printed.
 
-PyTorch is optional (`pip install -r requirements-bench.txt`); without it only TensorFlow runs.
+PyTorch is optional (`pip install -r requirements-bench.txt`); so are ONNX Runtime and OpenVINO
+(`pip install -r requirements-export.txt`; TFLite comes with TensorFlow). The runtimes run export.py's
+float32 export of the same weights (--io float32), each with every CPU thread.
 """
 import argparse
 import json
@@ -59,16 +62,20 @@ def parse_args(argv=None):
     p.add_argument('--torch', default='auto', choices=('auto', 'on', 'off'),
                    help='time the PyTorch peer (auto: when torch is installed)')
     p.add_argument('--torch-layout', default='channels_last', choices=('channels_last', 'nchw'))
+    p.add_argument('--runtimes', default='auto',
+                   help='comma-separated exported-model runtimes to time beside TensorFlow (engines.RUNTIMES: '
+                        'onnxruntime, openvino, tflite); auto (default): those installed; none: no runtime')
     p.add_argument('--threads', type=int, default=None,
                    help='PyTorch threads (default: the CPU count, as TensorFlow\'s default intra-op pool)')
     p.add_argument('--checkpoint', default=None, help='GEN checkpoint prefix (default: random weights, seed 0)')
     p.add_argument('--json', default=None, help='also write the results to this JSON file')
     p.add_argument('--memory', action='store_true',
-                   help='instead of timing: the peak resident memory of one pass per case, TensorFlow and PyTorch '
+                   help='instead of timing: the peak resident memory of one pass per case, every engine '
                         'side by side, each in a fresh process (resident memory once the engine is built and '
                         'warmed up on a 16x16 input, then the peak VmHWM during the pass)')
     p.add_argument('--memory-child', nargs=2, metavar=('ENGINE', 'CASE'), help=argparse.SUPPRESS)
     p.add_argument('--weights-npz', default=None, help=argparse.SUPPRESS)   # the PyTorch child's weights
+    p.add_argument('--model-file', default=None, help=argparse.SUPPRESS)    # a runtime child's exported file
     return p.parse_args(argv)
 
 
@@ -187,6 +194,44 @@ class TorchEngine(object):
         return tiling.tiled(self.batch, lr, self.scale, tile, MARGIN, batch=batch or 1)
 
 
+class RuntimeEngine(object):
+    """An exported float32 model (export.py --io float32) run by an engines.py runtime."""
+    def __init__(self, runtime, path, scale):
+        import engines
+        self.engine = engines.Engine(runtime, path, scale, MARGIN)
+        self.name = runtime
+        self.what = self.engine.what
+
+    def __call__(self, lr, tile=None, batch=None):
+        return self.engine(lr, tile, batch)
+
+
+def runtimes(args):
+    """The --runtimes names: auto, those whose packages are installed."""
+    import engines
+    if args.runtimes == 'none':
+        return []
+    if args.runtimes == 'auto':
+        return [r for r in engines.RUNTIMES if not engines.missing(r)]
+    names = [r.strip() for r in args.runtimes.split(',') if r.strip()]
+    for r in names:
+        if r not in engines.RUNTIMES:
+            raise ValueError('--runtimes: unknown runtime %r (one of %s)' % (r, ', '.join(engines.RUNTIMES)))
+        if engines.missing(r):
+            raise ValueError('--runtimes %s needs %s (pip install -r requirements-export.txt)' % (r, engines.missing(r)))
+    return names
+
+
+def export_models(args, gen, names, folder):
+    """{runtime: path} of the float32 exports of `gen`'s weights in `folder`."""
+    import convert
+    import engines
+    import export
+    weights = gen.weights()
+    return {r: export.export_weights(weights, args.scale, os.path.join(folder, r + convert.SUFFIX[engines.FORMAT[r]]),
+                                     fmt=engines.FORMAT[r], io='float32') for r in names}
+
+
 def parse_case(text):
     text = text.strip()
     if text == 'tiled':
@@ -220,6 +265,8 @@ def memory_child(args, engine_name, case):
     if engine_name == 'tf':
         engine = TFEngine(args.scale, args.precision.split(',')[0], args.checkpoint, args.xla, args.emulate_bf16,
                           strip_rows(args)[0])
+    elif engine_name != 'torch':
+        engine = RuntimeEngine(engine_name, args.model_file, args.scale)
     else:
         import torch
         torch.set_num_threads(args.threads or os.cpu_count() or 1)
@@ -245,44 +292,48 @@ def child_args(args):
 
 
 def memory(args):
-    """Both engines' peak resident memory per case, side by side, each pass in a fresh process."""
+    """Every engine's peak resident memory per case, side by side, each pass in a fresh process."""
     import importlib.util
     import subprocess
     import tempfile
     import sr
     with_torch = args.torch == 'on' or (args.torch == 'auto' and importlib.util.find_spec('torch') is not None)
+    names = runtimes(args)
     info = machine()
     print('# FRSR x%d, peak resident memory of one pass, %s weights, %s' % (args.scale, args.checkpoint or 'random',
                                                                          args.precision.split(',')[0]))
     for key in ('cpu', 'cpu_flags', 'tensorflow', 'onednn_ops', 'load_average'):
         print('# %s: %s' % (key, info[key]))
-    print('| case | TensorFlow: before / peak / increase MB | PyTorch: before / peak / increase MB | TF / PyTorch peak |')
-    print('|---|---|---|---|')
+    engines = ['tf'] + (['torch'] if with_torch else []) + names
+    label = {'tf': 'TensorFlow', 'torch': 'PyTorch'}
+    print('| case | %s | %s |' % (' | '.join('%s: before / peak / increase MB' % label.get(e, e) for e in engines),
+                                 ' | '.join('%s / TF peak' % label.get(e, e) for e in engines[1:]) or 'n/a'))
+    print('|---|' + '---|' * (len(engines) + max(1, len(engines) - 1)))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         npz = os.path.join(tmp, 'weights.npz')
+        gen = sr.Generator(args.scale, args.checkpoint, seed=0)
         if with_torch:   # the same weights for the PyTorch child, which imports no TensorFlow
-            gen = sr.Generator(args.scale, args.checkpoint, seed=0)
             np.savez(npz, **gen.weights())
-            gen.close()
+        files = export_models(args, gen, names, tmp)
+        gen.close()
         for case in args.cases.split(','):
             row = {'case': case}
-            for name in ['tf'] + (['torch'] if with_torch else []):
-                cmd = [sys.executable, os.path.abspath(__file__), '--memory-child', name, case, '--weights-npz', npz]
+            for name in engines:
+                cmd = [sys.executable, os.path.abspath(__file__), '--memory-child', name, case, '--weights-npz', npz,
+                       '--model-file', files.get(name, '')]
                 res = subprocess.run(cmd + child_args(args), capture_output=True, text=True)
                 if res.returncode:
                     row[name] = {'error': (res.stderr.strip().splitlines() or ['?'])[-1]}
                 else:
                     row[name] = json.loads(res.stdout.strip().splitlines()[-1])
             rows.append(row)
-            cells = []
-            for name in ('tf', 'torch'):
-                m = row.get(name)
-                cells.append('n/a' if m is None else 'failed: %s' % m['error'] if 'error' in m else
-                             '%.0f / %.0f / %.0f' % (m['base_mb'], m['peak_mb'], m['peak_mb'] - m['base_mb']))
-            both = all('peak_mb' in row.get(n, {}) for n in ('tf', 'torch'))
-            print('| %s | %s | %s | %s |' % (case, cells[0], cells[1],
-                                             '%.2f' % (row['tf']['peak_mb'] / row['torch']['peak_mb']) if both else 'n/a'))
+            cells = ['failed: %s' % m['error'] if 'error' in m else
+                     '%.0f / %.0f / %.0f' % (m['base_mb'], m['peak_mb'], m['peak_mb'] - m['base_mb'])
+                     for m in (row[n] for n in engines)]
+            ratios = ['%.2f' % (row[n]['peak_mb'] / row['tf']['peak_mb'])
+                      if 'peak_mb' in row[n] and 'peak_mb' in row['tf'] else 'n/a' for n in engines[1:]]
+            print('| %s | %s | %s |' % (case, ' | '.join(cells), ' | '.join(ratios) or 'n/a'))
             sys.stdout.flush()
     if args.json:
         with open(args.json, 'w') as f:
@@ -330,6 +381,14 @@ def main(argv=None):
         return 2
     if torch_mod is not None:
         engines.append(TorchEngine(args.scale, engines[0].gen.weights(), args.torch_layout))
+    try:
+        names = runtimes(args)
+    except ValueError as e:
+        print('error: %s' % e, file=sys.stderr)
+        return 2
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:   # the runtimes hold their models once loaded
+        engines += [RuntimeEngine(r, path, args.scale) for r, path in export_models(args, engines[0].gen, names, tmp).items()]
     info = machine(torch_mod)
     print('# FRSR x%d forward pass, %s weights' % (args.scale, args.checkpoint or 'random'))
     for k, v in info.items():
@@ -373,12 +432,11 @@ def main(argv=None):
                      h * args.scale, e.name, med, best, row['mp_per_s'], row['gflops'],
                      '%.2f' % row['other_load_cores'] if others else 'n/a', row['max_abs_diff']))
             sys.stdout.flush()
-        if torch_mod is not None:
-            tf_med = results[-len(engines)]['median_s']
-            th = results[-1]
-            print('# %s: TF %s / PyTorch = %.2f (median), %.2f (min)'
-                  % (label, engines[0].name.split(' ', 1)[1], tf_med / th['median_s'],
-                     results[-len(engines)]['min_s'] / th['min_s']))
+        first = results[-len(engines)]
+        for row in results[-len(engines) + 1:]:
+            print('# %s: %s / %s = %.2f (median), %.2f (min)'
+                  % (label, row['engine'], first['engine'], row['median_s'] / first['median_s'],
+                     row['min_s'] / first['min_s']))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump({'machine': info, 'args': vars(args), 'results': results}, f, indent=1)

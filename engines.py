@@ -1,0 +1,168 @@
+"""Runners of export.py's files in their runtimes: ONNX Runtime (CPU provider), OpenVINO (CPU) and
+TFLite (XNNPACK). Each maps a batch [N, H, W, 3] to its SR [N, sH, sW, 3] in the dtype the file was
+exported with (export.py --io: uint8 or float32), any N, H and W.
+
+`Engine` wraps a float32 export with sr.Generator's calling convention (float [H, W, 3] in [0, 1]
+-> float32 [sH, sW, 3], unclipped; `tile`: LR tiles with the network's margin of context, as
+tiling.py), so that test.py (--engine) and bench/speed.py run it where they run the generator.
+`Engine.from_weights` exports a generator's weights to a temporary folder first.
+"""
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+import tiling
+
+RUNTIMES = ('onnxruntime', 'openvino', 'tflite')
+TEST_ENGINES = ('onnxruntime', 'openvino')   # test.py --engine (docs/test.md)
+FORMAT = {'onnxruntime': 'onnx', 'openvino': 'openvino', 'tflite': 'tflite'}
+PACKAGE = {'onnxruntime': 'onnxruntime', 'openvino': 'openvino', 'tflite': 'tensorflow'}
+
+
+def threads():
+    return os.cpu_count() or 1
+
+
+class OnnxRuntime(object):
+    def __init__(self, path):
+        import onnxruntime as ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads()
+        self.session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
+        self.input = self.session.get_inputs()[0].name
+        self.what = 'onnxruntime %s, CPUExecutionProvider, %d threads' % (ort.__version__, threads())
+
+    def __call__(self, batch):
+        return self.session.run(None, {self.input: batch})[0]
+
+
+class OpenVino(object):
+    def __init__(self, path):
+        import openvino as ov
+        core = ov.Core()
+        # f32 inference: without the hint OpenVINO runs bf16 on CPUs with AVX512_BF16 / AMX
+        self.model = core.compile_model(path, 'CPU', {'INFERENCE_PRECISION_HINT': 'f32'})
+        self.request = self.model.create_infer_request()
+        self.what = 'openvino %s, CPU, f32' % ov.__version__
+
+    def __call__(self, batch):
+        return self.request.infer([batch])[0].copy()
+
+
+class TFLite(object):
+    def __init__(self, path):
+        import tensorflow as tf
+        self.interpreter = tf.lite.Interpreter(model_path=path, num_threads=threads())   # XNNPACK by default
+        self.input = self.interpreter.get_input_details()[0]['index']
+        self.output = self.interpreter.get_output_details()[0]['index']
+        self.shape = None
+        self.what = 'TFLite (TensorFlow %s), XNNPACK, %d threads' % (tf.__version__, threads())
+
+    def __call__(self, batch):
+        if self.shape != batch.shape:
+            self.interpreter.resize_tensor_input(self.input, batch.shape)
+            self.interpreter.allocate_tensors()
+            self.shape = batch.shape
+        self.interpreter.set_tensor(self.input, batch)
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output)
+
+
+RUNNERS = {'onnxruntime': OnnxRuntime, 'openvino': OpenVino, 'tflite': TFLite}
+
+
+def load(runtime, path):
+    """The runner of `runtime` (RUNTIMES) on the exported file `path`."""
+    return RUNNERS[runtime](path)
+
+
+def missing(runtime):
+    """The package `runtime` needs and lacks (export's converters included), or None."""
+    import importlib.util
+    import convert
+    need = PACKAGE[runtime]
+    return (need if importlib.util.find_spec(need) is None else None) or convert.missing(FORMAT[runtime])
+
+
+def problem(name, precision):
+    """Why `name` ('tensorflow' or a runtime) cannot run `precision` here (one line), or None."""
+    if name == 'tensorflow':
+        return None
+    if precision != 'fp32':
+        return '--engine %s runs fp32 only (not --precision %s)' % (name, precision)
+    if missing(name):
+        return '--engine %s needs the package %s (pip install -r requirements-export.txt)' % (name, missing(name))
+    return None
+
+
+class Engine(object):
+    """A float32 export of generator x`scale` (LR context `margin`) run by `runtime`, called as
+    sr.Generator: float [H, W, 3] -> float32 [sH, sW, 3], whole (tile None or 0) or in tiles."""
+
+    def __init__(self, runtime, path, scale, margin):
+        self.runtime = runtime
+        self.run = load(runtime, path)
+        self.scale = scale
+        self.margin = margin
+        self.last_tile = None
+        self.what = self.run.what
+        self.device = 'CPU'
+
+    @classmethod
+    def from_weights(cls, runtime, weights, scale, arch='FRACTAL'):
+        """Export the generator's `weights` (sr.Generator.weights; export.export_weights, --io float32)
+        to a temporary folder, removed once the runtime has loaded it."""
+        import convert
+        import export
+        import model
+        tmp = tempfile.mkdtemp(prefix='natsr-engine-')
+        try:
+            path = export.export_weights(weights, scale, os.path.join(tmp, 'model' + convert.SUFFIX[FORMAT[runtime]]),
+                                         arch=arch, fmt=FORMAT[runtime], io='float32')
+            return cls(runtime, path, scale, model.generator_class(arch).receptive_margin)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def __call__(self, lr, tile=None, batch=None):
+        lr = np.asarray(lr, np.float32)
+        h, w = lr.shape[:2]
+        self.last_tile = tile if tile and max(h, w) > tile else None
+        if not self.last_tile:
+            return self.run(np.ascontiguousarray(lr[None]))[0]
+        return tiling.tiled(lambda x: self.run(np.ascontiguousarray(x)), lr, self.scale, tile, self.margin,
+                            batch=batch or 1)
+
+    def close(self):
+        self.run = None
+
+
+class OnRuntime(object):
+    """sr.Generator `gen` with its forward passes run by `runtime` on a float32 export of its weights
+    (test.py --engine): the rest (weights, margin, memory budget, device) is the generator's. Tiles as
+    the generator chooses them: --tile, or automatic from its memory budget and bytes-per-pixel prior."""
+
+    def __init__(self, gen, runtime):
+        self.gen = gen
+        self.engine = Engine.from_weights(runtime, gen.weights(), gen.scale, gen.arch)
+        self.what = self.engine.what
+
+    def __getattr__(self, name):   # weights, margin, device, plan, scale, ...: the generator's
+        return getattr(self.gen, name)
+
+    @property
+    def last_tile(self):
+        return self.engine.last_tile
+
+    def __call__(self, lr, tile=None, batch=None):
+        h, w = lr.shape[:2]
+        if tile is None:
+            tile = tiling.auto_tile(h, w, self.gen.memory_budget(), self.gen.prior, self.gen.margin)
+        if tile and max(h, w) > tile and batch is None:
+            batch = tiling.tile_batch(tile, self.gen.memory_budget(), self.gen.prior, self.gen.margin)
+        return self.engine(lr, tile, batch)
+
+    def close(self):
+        self.engine.close()
+        self.gen.close()
