@@ -46,7 +46,7 @@ def config_parser(config, description):
                         '(0: keep all); default: %(default)s')
     p.add_argument('--deterministic', action='store_true',
                    help="bit-reproducible runs from --seed on CPU: Grappler's graph rewrites off (they differ from "
-                        'one session to the next); fp32 only, slower (README, "Reproducibility")')
+                        'one session to the next); fp32 only, slower (docs/training.md, "Reproducibility")')
     p.add_argument('--precision', default='fp32', choices=TRAIN_PRECISIONS,
                    help='bf16: mixed precision (bf16 compute, fp32 weights and loss) on CPUs with AVX512_BF16 / '
                         'AMX-BF16; default: %(default)s')

@@ -43,15 +43,13 @@ class Generator(object):
 
     Two graphs, both built once per run: one with the network's variables (its `scope`, GEN) (checkpoint check, restore,
     `save`, `weights`), and the inference graph `graph` / `sess` / `input` / `output`, in which the
-    weights are frozen as constants. Frozen weights let TensorFlow's oneDNN ops
-    (TF_ENABLE_ONEDNN_OPTS=1, which test.py sets) reorder every kernel once into the layout of
-    oneDNN's direct convolution; with variable weights oneDNN falls back to a much slower GEMM
-    convolution, and without oneDNN ops Eigen's convolution runs (both give the same result up to
-    float rounding). The input placeholder has free batch, height and width, so any image size
-    (and any batch of tiles) runs without rebuilding. The last upsampling stage (its convolution
-    at the output's half or full resolution, depth_to_space, conv_out) runs in strips of
-    STRIP_ROWS rows (model.in_row_strips): its two largest tensors then never exist for the whole
-    image, and the output is the same, bit for bit.
+    weights are constants, so that TensorFlow's oneDNN ops (TF_ENABLE_ONEDNN_OPTS=1, which test.py
+    sets) run their direct convolution on kernels reordered once (docs/benchmarks.md, "What made it
+    fast"). The input placeholder has free batch, height and width, so any image size (and any batch
+    of tiles) runs without rebuilding. The last upsampling stage (its convolution at the output's
+    half or full resolution, depth_to_space, conv_out) runs in strips of STRIP_ROWS rows
+    (model.in_row_strips): its two largest tensors never exist for the whole image, and the output
+    is the same, bit for bit.
 
     `precision`: see device.PRECISIONS and device.precision_plan (PrecisionError where it cannot run here).
     `xla`: compile the inference graph with XLA (session-wide JIT; each input shape compiles once).

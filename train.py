@@ -109,7 +109,7 @@ class SRStage(loop.Stage):
 
 
 class FRSR(SRStage):
-    """FRSR pre-training: GEN alone, L1 (NATSR.md, "FRSR")."""
+    """FRSR pre-training: GEN alone, L1 (docs/training.md, "FRSR")."""
     name = 'FRSR'
     shown, scalars = ('l1',), (('loss/recon', 'l1'),)
 
@@ -127,7 +127,7 @@ class FRSR(SRStage):
 
 
 class NatSR(SRStage):
-    """NatSR fine-tuning (NATSR.md, "NatSR"): GEN from FRSR, CLASSIFIER (the NMD) frozen, DIS from
+    """NatSR fine-tuning (docs/training.md, "NatSR"): GEN from FRSR, CLASSIFIER (the NMD) frozen, DIS from
     scratch. Each iteration: a D step, then a G step on the same batch, scored by the updated DIS."""
     name = 'NatSR'
     shown = ('l1', 'nat', 'g_gan', 'd')

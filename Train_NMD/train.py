@@ -36,7 +36,7 @@ def read_validation(path, limit):
 
 
 class NMDStage(loop.Stage):
-    """The NMD with the noise / blur curriculum (NATSR.md, "NMD"), on one device. Batch: [noisy
+    """The NMD with the noise / blur curriculum (docs/training.md, "NMD"), on one device. Batch: [noisy
     quarter | blurry quarter | clean half], labels 0, 0, 1; every --val_interval steps a
     validation on held-out patches moves the curriculum."""
     name = kind = 'NMD'

@@ -1,7 +1,7 @@
 """Quality benchmark of the paper's tables: bicubic, FRSR and NatSR at x4, and bicubic, FRSR_x2 and
 FRSR_x3 at x2 / x3, on Set5, Set14, BSD100 and the validation set DIV2K-val; the NatSR dial, both ways.
 
-    python bench/quality.py                       # data from ../shared/data, models from Model/
+    python bench/quality.py                       # data from --data's default, models from Model/
     python bench/quality.py --data DIR --modelpath Model --out bench_out --limit 0 --scales 4,2,3
     python bench/quality.py --sets DIV2K-val --scales 4 --checkpoints A,B,C   # choose among checkpoints
 
@@ -59,7 +59,7 @@ CHOSEN_ON = {'NatSR': 'BSD100'}
 # a median over images for ratios (one image with almost no flat area or lattice must not decide)
 MEDIAN = ('chroma', 'lattice', 'lattice2', 'false_detail', 'grid')
 # Published figures: PSNR dB / SSIM (x4: NatSR paper, Table 2 and Fig. 7, with NIQE on BSD100;
-# x2 / x3 bicubic: the usual SR literature values, ../shared/data/README.md).
+# x2 / x3 bicubic: the values the SR literature usually quotes).
 PAPER = {
     4: {'bicubic': {'Set5': (28.42, 0.8104), 'Set14': (26.00, 0.7027), 'BSD100': (25.96, 0.6675), 'niqe': 7.57},
         'FRSR': {'Set5': (32.20, 0.8939), 'Set14': (28.54, 0.7808), 'BSD100': (27.60, 0.7366)},

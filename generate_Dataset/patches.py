@@ -1,4 +1,4 @@
-"""Patch rules of NatSR's two training sets (NATSR.md, "Degradations and data").
+"""Patch rules of NatSR's two training sets (docs/data.md, "Rules").
 
 Shared by generate_NatSR.py (label = HR patch, image = aligned LR patch, 8 transforms) and
 generate_TrainNMD.py (label = HR patch, image = aligned ILR patch, 4 transforms). Pure numpy

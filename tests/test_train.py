@@ -305,7 +305,7 @@ def test_natsr_same_seed_same_checkpoint(data, tmp_path):
     """Two NatSR runs with the same --seed and --deterministic end with the same checkpoint, every
     tensor (DIS's `u` and the Adam slots included): the four DIS evaluations of an iteration read and
     update each spectral-norm `u` in the order they were built (ops.spectral_norm), and Grappler,
-    whose rewrites of the NatSR graph differ from one session to the next, is off (README,
+    whose rewrites of the NatSR graph differ from one session to the next, is off (docs/training.md,
     "Reproducibility")."""
     frsr = random_checkpoint(str(tmp_path / 'FRSR'), lambda x: FRACTAL(x, 4), 'GEN')
     nmd = random_checkpoint(str(tmp_path / 'NMD'), NMD, 'CLASSIFIER')

@@ -5,8 +5,8 @@ same grid and filter as generate_NatSR.py), writes the image to OUT/hr/ (JPEG so
 byte for byte, others as lossless WebP, which is smaller than PNG) and its kept corners to
 OUT/corners.json. LR patches are computed where the training runs, with imresize.py.
 
-    python tools/prepare_pool.py --labelpath ../shared/data/T91/HR ../shared/data/BSDS300_train/HR \\
-        ../shared/data/General100/HR --out .gpu_data --scale 4 --stride 48
+    python tools/prepare_pool.py --labelpath DATA/T91/HR DATA/BSDS300_train/HR DATA/General100/HR \\
+        --out .gpu_data --scale 4 --stride 48
 """
 import argparse
 import json
