@@ -109,10 +109,12 @@ def evaluate(items, set_name, methods, scale, generators, skip=(), base='FRSR', 
     and of HR on one set, and {name: {method: SR}}. The grid of a method is measured against `base`'s
     output (the model it was fine-tuned from), when `base` ran first."""
     rows, outputs = [], {}
-    for method in list(methods) + [mix_name(a) for a in mixes]:
-        for name, hr, lr in tqdm(items, desc='x%d %s %s' % (scale, method, set_name), file=sys.stderr, leave=False):
-            first = outputs.setdefault(name, {})
-            out = (mix(first[base], first['NatSR'], mixes[[mix_name(a) for a in mixes].index(method)])
+    order = list(methods) + [mix_name(a) for a in mixes]
+    # image by image, so that HR's LPIPS features are computed once for all methods
+    for name, hr, lr in tqdm(items, desc='x%d %s' % (scale, set_name), file=sys.stderr, leave=False):
+        first = outputs.setdefault(name, {})
+        for method in order:
+            out = (mix(first[base], first['NatSR'], mixes[order.index(method) - len(methods)])
                    if method.startswith('mix@') else upscale(method, lr, scale, generators))
             first[method] = out
             own = first.get(base) if method not in (base, 'bicubic') else None
