@@ -1,5 +1,5 @@
 """The measures of what users see (metrics.tone, chroma_noise, own_lattice, false_detail): synthetic
-cases where the answer is known, and the shipped models on a few BSD100 images (../shared)."""
+cases where the answer is known, and the shipped models on a few BSD100 images."""
 import os
 
 import numpy as np
