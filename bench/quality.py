@@ -278,9 +278,7 @@ def plot_perception_distortion(rows, path, set_name='BSD100'):
         ax.set_title('Perception-distortion, %s x4' % set_name)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    with utils.atomic_path(path) as tmp:
-        fig.savefig(tmp, format='png')
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def save_figure(fig, path):
