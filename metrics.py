@@ -11,15 +11,8 @@ Protocol (NatSR paper tables, and most SR papers since SRCNN):
   ssim_index.m: 11x11 Gaussian window (sigma 1.5), K1 0.01, K2 0.03, L 255, 'valid' filtering,
   mean of the SSIM map (no automatic downsampling).
 
-Published bicubic baselines (Set5 x2/x3/x4: 33.66 / 0.9299, 30.39 / 0.8682, 28.42 / 0.8104) are
-reproduced within 0.02 dB / 0.0006 (33.645 / 0.9293, 30.386 / 0.8678, 28.418 / 0.8102) by:
-MATLAB-made uint8 LR (Set5/LR_bicubic) -> float in [0, 1] -> bicubic `imresize(lr, scale)` in float
--> clip to [0, 1] -> round to uint8 RGB -> compare with modcrop(HR, scale) under the protocol above
-(tests/test_metrics.py). Other conversions tried (Y-only upscaling, unrounded Y, LR made from HR in
-float) reproduce none of the six figures exactly either; they spread over about +-0.03 dB / 0.001.
-scikit-image's structural_similarity with MATLAB's settings (gaussian_weights, sigma 1.5, no sample
-covariance, data_range 255, K1 0.01, K2 0.03) on the same shaved Y gives our SSIM to 1e-14 per image,
-so the same 0.9293 / 0.8678 / 0.8102: it is no closer to the published figures, and ours stays.
+The Set5 bicubic baselines of the literature are reproduced by this protocol (tests/test_metrics.py;
+figures and the conversions compared in docs/metrics.md).
 
 NIQE (Mittal, Soundararajan, Bovik, "Making a completely blind image quality analyzer", IEEE SPL
 2013) follows the authors' MATLAB code as ported by BasicSR (basicsr/metrics/niqe.py, 1.4.x):
@@ -31,6 +24,10 @@ niqe_pris_params.npz (beside this file) holds the published pristine-model param
 al. 2013 (the authors' modelparameters.mat: mu_pris_param, cov_pris_param and the 7x7 gaussian_window),
 as redistributed in the basicsr==1.4.2 source package (basicsr/metrics/niqe_pris_params.npz,
 Apache-2.0).
+
+LPIPS (lpips_alex.py): AlexNet with the v0.1 linear heads on the whole RGB image, x / 127.5 - 1, no
+shave, as BasicSR's calculate_lpips.py scores it. Tone, chroma noise, the image's own lattice and false
+detail: see their functions below.
 """
 import functools
 import math
@@ -38,9 +35,10 @@ import os
 from typing import Callable, NamedTuple
 
 import numpy as np
-from scipy.ndimage import correlate, maximum_filter, minimum_filter
+from scipy.ndimage import correlate, gaussian_filter, maximum_filter, minimum_filter, uniform_filter
 from scipy.special import gamma
 
+import lpips_alex
 from imresize import imresize
 
 NIQE_PARAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'niqe_pris_params.npz')
@@ -51,13 +49,17 @@ def crop_border(img, border):
     return img[border:img.shape[0] - border, border:img.shape[1] - border] if border else img
 
 
-def rgb_to_y(img):
-    """uint8 RGB (or gray, as R=G=B) -> rounded BT.601 studio-range Y (16..235) as float64."""
+def luma(img):
+    """uint8 RGB (or gray, as R=G=B) -> unrounded BT.601 studio-range Y (16..235) as float64."""
     img = np.asarray(img, np.float64)
     if img.ndim == 2:
         img = np.stack([img] * 3, axis=2)
-    y = 16.0 + (65.481 * img[..., 0] + 128.553 * img[..., 1] + 24.966 * img[..., 2]) / 255.0
-    return np.floor(y + 0.5)  # MATLAB rounds half away from zero
+    return 16.0 + (65.481 * img[..., 0] + 128.553 * img[..., 1] + 24.966 * img[..., 2]) / 255.0
+
+
+def rgb_to_y(img):
+    """uint8 RGB (or gray, as R=G=B) -> rounded BT.601 studio-range Y (16..235) as float64."""
+    return np.floor(luma(img) + 0.5)  # MATLAB rounds half away from zero
 
 
 # ---------------------------------------------------------------- PSNR / SSIM
@@ -211,6 +213,105 @@ def grid(sr, base, hr, period, shave=0):
     return added / real if real > 0 else math.inf
 
 
+# ---------------------------------------------------------------- LPIPS
+
+def lpips(sr, hr):
+    """LPIPS-alex v0.1 distance (lower is closer) of two uint8 RGB images, whole image (lpips_alex)."""
+    return lpips_alex.distance(np.asarray(sr), np.asarray(hr))
+
+
+# ---------------------------------------------------------------- tone and chroma noise
+
+def tone(sr, hr, shave=0):
+    """Mean offset of the output's Y against HR's, in Y levels (negative: darker than HR)."""
+    if sr.shape != hr.shape:
+        raise ValueError('tone: shapes differ: %s vs %s' % (sr.shape, hr.shape))
+    return float(np.mean(crop_border(rgb_to_y(sr) - rgb_to_y(hr), shave)))
+
+
+def rgb_to_cbcr(img):
+    """uint8 RGB -> unrounded BT.601 studio-range Cb, Cr (MATLAB rgb2ycbcr's coefficients), HxWx2 float64."""
+    img = np.asarray(img, np.float64)
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=2)
+    r, g, b = img[..., 0], img[..., 1], img[..., 2]
+    return np.stack([128.0 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255.0,
+                     128.0 + (112.0 * r - 93.786 * g - 18.214 * b) / 255.0], axis=2)
+
+
+def high_pass(img, sigma):
+    """img minus its Gaussian blur (standard deviation `sigma` pixels, mirrored borders), per channel."""
+    sigmas = (sigma, sigma) + (0,) * (img.ndim - 2)
+    return img - gaussian_filter(img, sigmas, mode='reflect')
+
+
+def chroma_noise(sr, hr, shave=0, sigma=1.0):
+    """Chroma noise of the output against HR's: RMS of the high-pass (sigma 1 px) Cb and Cr of `sr` over
+    the same of `hr` (1: as much fine colour detail as HR; speckle raises it, smoothing lowers it)."""
+    if sr.shape != hr.shape:
+        raise ValueError('chroma: shapes differ: %s vs %s' % (sr.shape, hr.shape))
+    energy = [np.mean(crop_border(high_pass(rgb_to_cbcr(x), sigma), shave) ** 2) for x in (sr, hr)]
+    return math.sqrt(energy[0] / energy[1]) if energy[1] > 0 else math.inf
+
+
+# ---------------------------------------------------------------- the image's own lattice
+
+def own_lattice(img, period, crop=1):
+    """How far the image's own spectrum stands out at the period-`period` lattice frequencies: luma (Y
+    unrounded: the rounding's white noise would fill the neighbourhood of the highest frequencies) cropped
+    to a multiple of `crop` and of `period`, mean removed, P = |FFT2|^2; at each of the period**2 - 1
+    non-zero frequencies (k H / period, l W / period), P over the median of P on its 5x5 neighbourhood
+    (itself excluded, wrapping); the median over those frequencies. About 1 for a natural image; a grid
+    that repeats every `period` pixels gives far more, whether the method or its base drew it."""
+    y = luma(img)
+    step = crop * period // math.gcd(crop, period)
+    h, w = y.shape[0] - y.shape[0] % step, y.shape[1] - y.shape[1] % step
+    if h < step * 2 or w < step * 2:
+        raise ValueError('lattice: image %dx%d is too small' % y.shape[:2])
+    y = y[:h, :w]
+    power = np.abs(np.fft.fft2(y - y.mean())) ** 2
+    around = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3) if dy or dx]
+    ratios = []
+    for k in range(period):
+        for l in range(period):
+            if k or l:
+                fy, fx = k * h // period, l * w // period
+                near = [power[(fy + dy) % h, (fx + dx) % w] for dy, dx in around]
+                ratios.append(power[fy, fx] / max(np.median(near), 1e-300))
+    return float(np.median(ratios))
+
+
+# ---------------------------------------------------------------- false detail
+
+FLAT_WINDOW = 5        # HR's flat areas: pixels whose 5x5 neighbourhood of HR's Y ...
+FLAT_STD = 2.0         # ... has a standard deviation of at most 2 levels
+DETAIL_SIGMA = 1.5     # detail: Y minus its Gaussian blur of this standard deviation (px)
+ROUNDING_ENERGY = 1 / 12.0   # the variance of rounding to integer levels: the floor of both energies
+
+
+def flat_mask(hr, shave=0):
+    """Where HR is flat: the FLAT_WINDOW x FLAT_WINDOW standard deviation of its Y at most FLAT_STD."""
+    y = rgb_to_y(hr)
+    mean = uniform_filter(y, FLAT_WINDOW, mode='reflect')
+    var = uniform_filter(y * y, FLAT_WINDOW, mode='reflect') - mean ** 2
+    return crop_border(var <= FLAT_STD ** 2, shave)
+
+
+def false_detail(sr, hr, shave=0):
+    """Detail the output adds where HR has none: the energy of the high-pass of Y (Y minus a
+    DETAIL_SIGMA Gaussian blur) of `sr` inside HR's flat areas (flat_mask) over that of `hr` there,
+    each plus ROUNDING_ENERGY. 1 for HR itself; hatching, speckle and halos in flat areas raise it, a
+    smoother output lowers it. ValueError when HR has no flat area."""
+    if sr.shape != hr.shape:
+        raise ValueError('false detail: shapes differ: %s vs %s' % (sr.shape, hr.shape))
+    mask = flat_mask(hr, shave)
+    if not mask.any():
+        raise ValueError('false detail: HR has no flat area')
+    energy = [np.mean(crop_border(high_pass(rgb_to_y(x), DETAIL_SIGMA), shave)[mask] ** 2) + ROUNDING_ENERGY
+              for x in (sr, hr)]
+    return float(energy[0] / energy[1])
+
+
 # ---------------------------------------------------------------- the table
 
 class Metric(NamedTuple):
@@ -218,7 +319,7 @@ class Metric(NamedTuple):
     compares the SR output with, and `fn(sr, scale, hr, base)` -> float (`scale` pixels shaved)."""
     label: str                # column head of test.py's table
     fmt: str                  # how a value prints
-    higher_is_better: bool
+    higher_is_better: object  # True, False, or None where 0 (tone) or 1 (a ratio to HR's) is best
     needs: tuple              # besides the SR output: 'hr' (the reference), 'base' (the output of the
     #                           fidelity model the method was fine-tuned from: FRSR for NatSR)
     fn: Callable
@@ -233,7 +334,21 @@ METRICS = {
     # whose sign flips from one LR pixel to the next
     'grid': Metric('grid', '%.2f', False, ('hr', 'base'),
                    lambda sr, scale, hr, base: grid(sr, base, hr, 2 * scale, shave=scale)),
+    'lpips': Metric('LPIPS', '%.4f', False, ('hr',), lambda sr, scale, hr, base: lpips(sr, hr)),
+    'tone': Metric('dY', '%+.2f', None, ('hr',), lambda sr, scale, hr, base: tone(sr, hr, shave=scale)),
+    'chroma': Metric('chroma', '%.3f', None, ('hr',), lambda sr, scale, hr, base: chroma_noise(sr, hr, shave=scale)),
+    # the image's own spectrum at the upsampler's period-`scale` lattice, and at period 2 x scale
+    'lattice': Metric('lattice', '%.2f', False, (), lambda sr, scale, hr, base: own_lattice(sr, scale, crop=2 * scale)),
+    'lattice2': Metric('lattice2', '%.2f', False, (), lambda sr, scale, hr, base: own_lattice(sr, 2 * scale, crop=2 * scale)),
+    'false_detail': Metric('falsedet', '%.3f', False, ('hr',),
+                           lambda sr, scale, hr, base: false_detail(sr, hr, shave=scale)),
 }
+
+
+def check_ready(names):
+    """ValueError naming what is missing when a metric of `names` cannot run here (LPIPS: its weights)."""
+    if 'lpips' in names:
+        lpips_alex.weights()
 
 
 def measure(name, sr, scale, hr=None, base=None):

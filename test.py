@@ -154,6 +154,10 @@ def metric_columns(args, ref):
                              'HR; bench/quality.py measures it' % n)
         if 'hr' in needs and not ref:
             raise UsageError('--metrics %s needs the HR images: --labelpath (with --ref 1)' % n)
+    try:
+        metrics.check_ready(names)
+    except ValueError as e:
+        raise UsageError(str(e))
     return names
 
 

@@ -1,22 +1,33 @@
 """Quality benchmark of the paper's tables: bicubic, FRSR and NatSR at x4, and bicubic, FRSR_x2 and
-FRSR_x3 at x2 / x3, on Set5, Set14 and BSD100; the NatSR dial (FRSR / NatSR weight blends).
+FRSR_x3 at x2 / x3, on Set5, Set14, BSD100 and the validation set DIV2K-val; the NatSR dial, both ways.
 
     python bench/quality.py                       # data from --data's default, models from Model/
     python bench/quality.py --data DIR --modelpath Model --out bench_out --limit 0 --scales 4,2,3
+    python bench/quality.py --sets DIV2K-val --scales 4 --checkpoints A,B,C   # choose among checkpoints
 
 LR = MATLAB bicubic imresize(modcrop(HR, s), 1/s) of the uint8 HR (computed, as the authors did with
 MATLAB; bit for bit the same). A scale whose model is missing from --modelpath is skipped with a note.
-Writes to --out:
-- quality.md: PSNR / SSIM (Y, `scale` pixels shaved), NIQE (BSD100) and the upsampler grid (BSD100)
-  per method and set, beside the paper's published figures; the dial's table;
-- perception_distortion.png: PSNR against NIQE on BSD100 x4, one point per method, the dial's curve;
-- crops.png: side-by-side x4 crops (bicubic / FRSR / NatSR / HR) of textured patches;
+DIV2K-val (`val` for short) is DIV2K/HR under --data: the three DIV2K images 0802, 0803, 0806, in none
+of the benchmarks and not in the training pool; checkpoints are chosen on it (--checkpoints), never on
+a benchmark.
+
+Every metric of metrics.METRICS is measured for every method, and for HR itself where a metric needs no
+reference (NIQE, the image's own lattice). Writes to --out:
+- quality.md: per scale and set, per method: PSNR / SSIM (Y, `scale` pixels shaved, beside the paper's),
+  LPIPS (beside the SPSR paper's table), tone (mean Y offset), chroma noise, own lattice at period
+  `scale` and 2 x `scale` (HR's own figure in the HR row), false detail, NIQE and grid; the reference
+  figures; both dials' tables; the tone of every DIV2K-val image;
+- perception_distortion.png (BSD100) and perception_distortion_DIV2K-val.png: PSNR against NIQE and
+  against LPIPS, one point per method, a curve per dial;
+- crops.png: side-by-side x4 crops of textured patches; crops_flat.png: a flat area next to fine
+  structure (DIV2K 0806's sky between palm fronds) and its detail (image minus a blur) x4;
 - per_image.csv: every score.
 
-Grid (metrics.grid): energy of the detail a method adds to FRSR at the 63 non-zero frequencies of the
-8x8 lattice at x4 (period 2 x scale: the upsampler's 4x4 lattice and dots that flip sign from one LR
-pixel to the next), over the same energy of the real detail (HR - FRSR); median over BSD100.
-1 = as much as real detail; the first shipped NatSR, whose dots were plain to see, scored 9.9.
+The dial, a = 0 (FRSR) .. 1 (NatSR): `NatSR@a` blends the weights ((1 - a) FRSR + a NatSR, test.py
+--blend a); `mix@a` blends the outputs, round((1 - a) FRSR(x) + a NatSR(x)) of the two uint8 images.
+Grid (metrics.grid): energy of the detail a method adds to FRSR at the lattice of period 2 x scale,
+over the same energy of real detail (HR - FRSR); the first shipped NatSR, whose dots were plain to
+see, scored 9.9 on BSD100.
 """
 import argparse
 import csv
@@ -36,9 +47,17 @@ import metrics  # noqa: E402
 import utils  # noqa: E402
 from imresize import imresize  # noqa: E402
 
-SETS = ('Set5', 'Set14', 'BSD100')
+VAL = 'DIV2K-val'
+SETS = ('Set5', 'Set14', 'BSD100', VAL)
+FOLDERS = {VAL: os.path.join('DIV2K', 'HR')}     # under --data; a benchmark's is <name>/HR
+ALIASES = {'val': VAL}
+DIAL_SETS = ('BSD100', VAL)                      # where the dial is measured
 METHODS = {4: ('bicubic', 'FRSR', 'NatSR'), 2: ('bicubic', 'FRSR_x2'), 3: ('bicubic', 'FRSR_x3')}
-BLENDS = (0.25, 0.5, 0.75)          # the dial: (1 - a) * FRSR + a * NatSR (0 and 1 are FRSR and NatSR)
+BLENDS = (0.25, 0.5, 0.75)          # the dial's inner points (0 and 1 are FRSR and NatSR)
+# which images chose each shipped model: its column of that set is not a held-out figure
+CHOSEN_ON = {'NatSR': 'BSD100', 'FRSR_x2': VAL, 'FRSR_x3': VAL}
+# a median over images for ratios (one image with almost no flat area or lattice must not decide)
+MEDIAN = ('chroma', 'lattice', 'lattice2', 'false_detail', 'grid')
 # Published figures: PSNR dB / SSIM (x4: NatSR paper, Table 2 and Fig. 7, with NIQE on BSD100;
 # x2 / x3 bicubic: the values the SR literature usually quotes).
 PAPER = {
@@ -49,12 +68,20 @@ PAPER = {
     2: {'bicubic': {'Set5': (33.66, 0.9299), 'Set14': (30.24, 0.8688), 'BSD100': (29.56, 0.8431)}},
     3: {'bicubic': {'Set5': (30.39, 0.8682), 'Set14': (27.55, 0.7742), 'BSD100': (27.21, 0.7385)}},
 }
+# LPIPS / PSNR at x4 from the SPSR paper's table (Ma et al., CVPR 2020), on the authors' released results
+SPSR_TABLE = {'NatSR': {'Set5': (0.0939, 30.99), 'BSD100': (0.2114, 26.45), 'Urban100': (0.1500, 25.46)},
+              'ESRGAN': {'Set5': (0.0748, 30.45), 'BSD100': (0.1614, 25.32), 'Urban100': (0.1229, 24.36)}}
 CROPS = (('Set14', 'baboon', 0.55, 0.35), ('BSD100', '253027', 0.5, 0.5), ('photo', 'chelsea', 0.45, 0.55),
          ('Set5', 'butterfly', 0.5, 0.45))
+FLAT_CROPS = ((VAL, '0806', 1150, 730, 96),)     # (set, image, x, y, size): sky between the palm fronds
 
 
 def blend_name(a):
     return 'NatSR@%g' % a
+
+
+def mix_name(a):
+    return 'mix@%g' % a
 
 
 def load_set(folder, scale, limit):
@@ -72,37 +99,50 @@ def upscale(method, lr, scale, generators):
     return utils.to_uint(np.clip(generators[method](utils.to_float(lr)), 0, 1))
 
 
-def evaluate(items, set_name, methods, scale, generators, with_niqe, base='FRSR'):
-    """Per-image score rows of `methods` on one set, and {name: {method: SR}}. The grid of a method
-    is measured against `base`'s output (the model it was fine-tuned from), when `base` ran first, at
-    the lattice of period 2 x scale: it holds the upsampler's period-`scale` lattice and also catches
-    dots whose sign flips from one LR pixel to the next (the first shipped NatSR's)."""
+def mix(fidelity, perceptual, a):
+    """The output dial: round((1 - a) fidelity + a perceptual) of two uint8 images."""
+    return np.clip(np.floor((1 - a) * fidelity.astype(np.float64) + a * perceptual + 0.5), 0, 255).astype(np.uint8)
+
+
+def evaluate(items, set_name, methods, scale, generators, skip=(), base='FRSR', mixes=()):
+    """Per-image score rows of `methods`, of the output blends `mixes` (a values: of `base` and NatSR)
+    and of HR on one set, and {name: {method: SR}}. The grid of a method is measured against `base`'s
+    output (the model it was fine-tuned from), when `base` ran first."""
     rows, outputs = [], {}
-    skip = () if with_niqe else ('niqe',)
-    for method in methods:
-        for name, hr, lr in tqdm(items, desc='x%d %s %s' % (scale, method, set_name), file=sys.stderr, leave=False):
-            out = upscale(method, lr, scale, generators)
-            first = outputs.setdefault(name, {})
+    order = list(methods) + [mix_name(a) for a in mixes]
+    # image by image, so that HR's LPIPS features are computed once for all methods
+    for name, hr, lr in tqdm(items, desc='x%d %s' % (scale, set_name), file=sys.stderr, leave=False):
+        first = outputs.setdefault(name, {})
+        for method in order:
+            out = (mix(first[base], first['NatSR'], mixes[order.index(method) - len(methods)])
+                   if method.startswith('mix@') else upscale(method, lr, scale, generators))
             first[method] = out
             own = first.get(base) if method not in (base, 'bicubic') else None
             rows.append(dict(method=method, scale=scale, set=set_name, image=name,
                              **scores(out, scale, hr, own, skip)))
-    if with_niqe:
-        rows += [dict(method='HR', scale=scale, set=set_name, image=name, **scores(hr, scale, skip=skip))
-                 for name, hr, _ in items]
+    rows += [dict(method='HR', scale=scale, set=set_name, image=name, **scores(hr, scale, skip=skip))
+             for name, hr, _ in items]
     return rows, outputs
 
 
 def scores(sr, scale, hr=None, base=None, skip=()):
     """{name: value} of every metric of metrics.METRICS not in `skip`: NaN where an input it needs
-    (HR, the base model's output) is not given."""
+    (HR, the base model's output) is not given or the image is one it cannot measure."""
     given = {'hr': hr, 'base': base}
-    return {name: metrics.measure(name, sr, scale, hr, base)
-            if name not in skip and all(given[k] is not None for k in m.needs) else np.nan
-            for name, m in metrics.METRICS.items()}
+    out = {}
+    for name, m in metrics.METRICS.items():
+        out[name] = np.nan
+        if name not in skip and all(given[k] is not None for k in m.needs):
+            try:
+                out[name] = metrics.measure(name, sr, scale, hr, base)
+            except ValueError as e:       # too small for NIQE, no flat area, ...
+                print('note: %s: %s' % (name, e), file=sys.stderr)
+    return out
 
 
-def summary(rows, method, set_name, key, how=np.mean):
+def summary(rows, method, set_name, key, how=None):
+    """Mean (median for the ratios of MEDIAN) of `key` over the images of one method and set."""
+    how = how or (np.median if key in MEDIAN else np.mean)
     vals = [r[key] for r in rows if r['method'] == method and r['set'] == set_name and np.isfinite(r[key])]
     return float(how(vals)) if vals else np.nan
 
@@ -111,84 +151,140 @@ def fmt(value, pattern):
     return pattern % value if np.isfinite(value) else '-'
 
 
-def table(rows, scale, methods, counts):
-    """The Markdown table of one scale: ours beside the paper's, per set; NIQE and grid on BSD100."""
+COLUMNS = (('lpips', '%.4f'), ('tone', '%+.2f'), ('chroma', '%.3f'), ('lattice', '%.2f'), ('lattice2', '%.2f'),
+           ('false_detail', '%.3f'), ('niqe', '%.2f'), ('grid', '%.2f'))
+
+
+def set_table(rows, scale, set_name, methods, count):
+    """The Markdown table of one scale and set: every metric per method, the published figures beside."""
     paper = PAPER.get(scale, {})
-    head = ('| method | ' + ' | '.join('%s PSNR / SSIM (paper)' % s for s in SETS)
-            + ' | BSD100 NIQE (paper) | BSD100 grid |')
-    lines = ['### x%d' % scale, '', head, '|' + '---|' * (len(SETS) + 3)]
+    heads = ['PSNR / SSIM (paper)', 'LPIPS (SPSR table)', 'dY', 'chroma', 'lattice p%d' % scale,
+             'lattice p%d' % (2 * scale), 'false detail', 'NIQE (paper)', 'grid']
+    lines = ['#### x%d %s (%d images)' % (scale, set_name, count), '', '| method | %s |' % ' | '.join(heads),
+             '|' + '---|' * (len(heads) + 1)]
     for method in list(methods) + ['HR']:
-        ours = paper.get(method, {})
-        cells = []
-        for s in SETS:
-            if method == 'HR':
-                cells.append('-')
-                continue
-            p = ours.get(s)
-            cells.append('%.2f / %.4f (%s)' % (summary(rows, method, s, 'psnr'), summary(rows, method, s, 'ssim'),
-                                               '%.2f / %.4f' % p if p else '-'))
-        niqe = summary(rows, method, 'BSD100', 'niqe')
-        cells.append('%s (%s)' % (fmt(niqe, '%.2f'), fmt(ours.get('niqe', np.nan), '%.2f')) if np.isfinite(niqe)
-                     else '-')
-        cells.append(fmt(summary(rows, method, 'BSD100', 'grid', np.median), '%.2f'))
-        lines.append('| %s | %s |' % (method, ' | '.join(cells)))
-    lines += ['', 'Images per set: %s. PSNR / SSIM on the BT.601 Y channel with %d pixels shaved, NIQE with the '
-              'same shave (lower is better); grid: median over BSD100 of the energy of the detail added to FRSR '
-              "at the frequencies of the period-%d lattice (twice the x%d upsampler's period), over real "
-              "detail's (1 = as much as real detail)."
-              % (', '.join('%s %d' % (s, counts[s]) for s in SETS), scale, 2 * scale, scale), '']
-    return '\n'.join(lines)
-
-
-def dial_table(rows):
-    """PSNR / NIQE / grid on BSD100 along the dial, a = 0 (FRSR) .. 1 (NatSR)."""
-    lines = ['### The dial: (1 - a) FRSR + a NatSR, BSD100 x4', '',
-             '| a | PSNR / SSIM | NIQE | grid |', '|---|---|---|---|']
-    for a, method in dial_points(rows):
-        lines.append('| %g | %.2f / %.4f | %s | %s |' % (
-            a, summary(rows, method, 'BSD100', 'psnr'), summary(rows, method, 'BSD100', 'ssim'),
-            fmt(summary(rows, method, 'BSD100', 'niqe'), '%.2f'),
-            fmt(summary(rows, method, 'BSD100', 'grid', np.median), '%.2f') if a else '0'))
+        p = paper.get(method, {})
+        if method == 'HR':
+            cells = ['-']
+        else:
+            ref = p.get(set_name)
+            cells = ['%.2f / %.4f (%s)' % (summary(rows, method, set_name, 'psnr'),
+                                           summary(rows, method, set_name, 'ssim'), '%.2f / %.4f' % ref if ref else '-')]
+        for key, pattern in COLUMNS:
+            cell = fmt(summary(rows, method, set_name, key), pattern)
+            ref = SPSR_TABLE.get(method, {}).get(set_name) if key == 'lpips' and scale == 4 else None
+            if key == 'lpips' and ref:
+                cell += ' (%.4f)' % ref[0]
+            if key == 'niqe' and set_name == 'BSD100' and 'niqe' in p:
+                cell += ' (%.2f)' % p['niqe']
+            cells.append(cell)
+        note = ' (chosen on %s: not held out)' % set_name if CHOSEN_ON.get(method) == set_name else ''
+        lines.append('| %s%s | %s |' % (method, note, ' | '.join(cells)))
     return '\n'.join(lines) + '\n'
 
 
-def dial_points(rows):
-    present = {r['method'] for r in rows if r['scale'] == 4}
-    points = [(0.0, 'FRSR')] + [(a, blend_name(a)) for a in BLENDS] + [(1.0, 'NatSR')]
+def table(rows, scale, methods, counts):
+    """Every set's table of one scale, and what the columns mean."""
+    parts = ['### x%d' % scale, '']
+    parts += [set_table(rows, scale, s, methods, n) for s, n in counts.items()]
+    parts.append(
+        'PSNR / SSIM on the BT.601 Y channel with %d pixels shaved (means); LPIPS: AlexNet v0.1, whole RGB '
+        'image (mean); dY: mean Y offset against HR, levels (mean); chroma: high-pass Cb/Cr RMS over HR\'s; '
+        'lattice pN: the output\'s own spectrum at the period-N lattice over its 5x5 spectral neighbourhood '
+        '(HR row: HR\'s own); false detail: high-pass Y energy in HR\'s flat areas over HR\'s (HR = 1); NIQE '
+        'with the same shave (mean; lower is better); grid: detail added to FRSR at the period-%d lattice '
+        'over real detail\'s. Ratios are medians over images. Bracketed: published figures.\n'
+        % (scale, 2 * scale))
+    return '\n'.join(parts)
+
+
+def reference_table():
+    """The SPSR paper's LPIPS / PSNR figures (x4), Urban100 included (not in ../shared/data)."""
+    sets = ('Set5', 'BSD100', 'Urban100')
+    lines = ['### Reference: LPIPS / PSNR x4 of the SPSR paper\'s table (authors\' released results)', '',
+             '| method | %s |' % ' | '.join(sets), '|---|---|---|---|']
+    for method, figs in SPSR_TABLE.items():
+        lines.append('| %s | %s |' % (method, ' | '.join('%.4f / %.2f' % figs[s] for s in sets)))
+    return '\n'.join(lines) + '\n'
+
+
+def dial_table(rows, set_name):
+    """Both dials along a = 0 (FRSR) .. 1 (NatSR) on one set: PSNR, SSIM, LPIPS, NIQE, tone, lattice."""
+    lines = ['### The dial on %s x4: weight blend (NatSR@a, test.py --blend a) and output blend (mix@a)'
+             % set_name, '',
+             '| a | dial | PSNR / SSIM | LPIPS | NIQE | dY | lattice p4 | false detail | grid |',
+             '|---|---|---|---|---|---|---|---|---|']
+    for dial in ('weights', 'outputs'):
+        for a, method in dial_points(rows, set_name, dial):
+            lines.append('| %g | %s | %.2f / %.4f | %s | %s | %s | %s | %s | %s |' % (
+                a, dial, summary(rows, method, set_name, 'psnr'), summary(rows, method, set_name, 'ssim'),
+                fmt(summary(rows, method, set_name, 'lpips'), '%.4f'), fmt(summary(rows, method, set_name, 'niqe'), '%.2f'),
+                fmt(summary(rows, method, set_name, 'tone'), '%+.2f'), fmt(summary(rows, method, set_name, 'lattice'), '%.2f'),
+                fmt(summary(rows, method, set_name, 'false_detail'), '%.3f'),
+                fmt(summary(rows, method, set_name, 'grid'), '%.2f') if a else '0'))
+    return '\n'.join(lines) + '\n'
+
+
+def tone_table(rows, set_name, scale=4):
+    """The mean Y offset against HR of every image of one set, per method."""
+    methods = list(dict.fromkeys(r['method'] for r in rows if r['set'] == set_name and r['method'] != 'HR'))
+    images = list(dict.fromkeys(r['image'] for r in rows if r['set'] == set_name))
+    value = {(r['method'], r['image']): r['tone'] for r in rows if r['set'] == set_name}
+    lines = ['### Tone per image, %s x%d: mean Y of the output minus HR\'s (levels)' % (set_name, scale), '',
+             '| method | %s | mean |' % ' | '.join(images), '|' + '---|' * (len(images) + 2)]
+    for m in methods:
+        lines.append('| %s | %s | %s |' % (m, ' | '.join(fmt(value[(m, i)], '%+.2f') for i in images),
+                                           fmt(summary(rows, m, set_name, 'tone'), '%+.2f')))
+    return '\n'.join(lines) + '\n'
+
+
+def dial_points(rows, set_name, dial='weights'):
+    present = {r['method'] for r in rows if r['scale'] == 4 and r['set'] == set_name}
+    name = blend_name if dial == 'weights' else mix_name
+    points = [(0.0, 'FRSR')] + [(a, name(a)) for a in BLENDS] + [(1.0, 'NatSR')]
     return [(a, m) for a, m in points if m in present]
 
 
-def plot_perception_distortion(rows, path):
+def plot_perception_distortion(rows, path, set_name='BSD100'):
+    """Two panels, PSNR against NIQE and against LPIPS on one set at x4: the methods, both dials."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2), dpi=120)
     x4 = [r for r in rows if r['scale'] == 4]
-    dial = dial_points(x4)
-    if len(dial) > 2:
-        xs = [summary(x4, m, 'BSD100', 'niqe') for _, m in dial]
-        ys = [summary(x4, m, 'BSD100', 'psnr') for _, m in dial]
-        ax.plot(xs, ys, '-', color='tab:blue', alpha=0.6, zorder=1, label='dial (1 - a) FRSR + a NatSR')
-        for (a, _), x, y in zip(dial, xs, ys):
-            if 0 < a < 1:
-                ax.scatter(x, y, s=18, color='tab:blue', zorder=2)
-                ax.annotate('a=%g' % a, (x, y), textcoords='offset points', xytext=(5, 3), fontsize=8)
-    for method in METHODS[4]:
-        x, y = summary(x4, method, 'BSD100', 'niqe'), summary(x4, method, 'BSD100', 'psnr')
-        if np.isfinite(x) and np.isfinite(y):
-            ax.scatter(x, y, s=40, zorder=3)
-            ax.annotate(method, (x, y), textcoords='offset points', xytext=(6, -10))
-    hr_niqe = summary(x4, 'HR', 'BSD100', 'niqe')
-    if np.isfinite(hr_niqe):
-        ax.axvline(hr_niqe, color='gray', linestyle='--', label='HR NIQE')
-    ax.legend(loc='lower right', fontsize=8)
-    ax.set_xlabel('NIQE (lower: more natural)')
-    ax.set_ylabel('PSNR on Y, dB (higher: more faithful)')
-    ax.set_title('Perception-distortion, BSD100 x4')
-    ax.grid(alpha=0.3)
+    for ax, key, label in zip(axes, ('niqe', 'lpips'), ('NIQE (lower: more natural)', 'LPIPS (lower: closer)')):
+        for dial, color in (('weights', 'tab:blue'), ('outputs', 'tab:orange')):
+            points = dial_points(x4, set_name, dial)
+            if len(points) <= 2:
+                continue
+            xs = [summary(x4, m, set_name, key) for _, m in points]
+            ys = [summary(x4, m, set_name, 'psnr') for _, m in points]
+            ax.plot(xs, ys, '-', color=color, alpha=0.6, zorder=1, label='dial: blend of the %s' % dial)
+            for (a, _), x, y in zip(points, xs, ys):
+                if 0 < a < 1:
+                    ax.scatter(x, y, s=18, color=color, zorder=2)
+                    ax.annotate('a=%g' % a, (x, y), textcoords='offset points', xytext=(5, 3), fontsize=7)
+        for method in METHODS[4]:
+            x, y = summary(x4, method, set_name, key), summary(x4, method, set_name, 'psnr')
+            if np.isfinite(x) and np.isfinite(y):
+                ax.scatter(x, y, s=40, zorder=3)
+                ax.annotate(method, (x, y), textcoords='offset points', xytext=(6, -10))
+        hr = summary(x4, 'HR', set_name, key)
+        if key == 'niqe' and np.isfinite(hr):
+            ax.axvline(hr, color='gray', linestyle='--', label='HR NIQE')
+        ax.legend(loc='lower right', fontsize=7)
+        ax.set_xlabel(label)
+        ax.set_ylabel('PSNR on Y, dB (higher: more faithful)')
+        ax.set_title('Perception-distortion, %s x4' % set_name)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path):
     with utils.atomic_path(path) as tmp:
         fig.savefig(tmp, format='png')
+    import matplotlib.pyplot as plt
     plt.close(fig)
 
 
@@ -218,9 +314,40 @@ def plot_crops(images, methods, path, size=64):
             if col == 0:
                 ax.set_ylabel('%s %s' % (s, name))
     fig.tight_layout()
-    with utils.atomic_path(path) as tmp:
-        fig.savefig(tmp, format='png')
-    plt.close(fig)
+    save_figure(fig, path)
+
+
+def plot_flat_crops(images, methods, path):
+    """A flat area next to fine structure (FLAT_CROPS), per method and HR: the crop, and below it its
+    detail (Y minus a 1.5 px Gaussian blur) x4 around mid-grey."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    picks = [c for c in FLAT_CROPS if c[1] in images.get(c[0], {})]
+    if not picks:
+        return False
+    cols = [m for m in methods if all(m in images[s][n] for s, n, *_ in picks)] + ['HR']
+    fig, axes = plt.subplots(2 * len(picks), len(cols), figsize=(2.2 * len(cols), 4.5 * len(picks)), dpi=120,
+                             squeeze=False)
+    for row, (s, name, x, y, size) in enumerate(picks):
+        h, w = images[s][name]['HR'].shape[:2]
+        size = min(size, h, w)
+        y, x = min(y, h - size), min(x, w - size)          # a smaller image: its bottom-right corner
+        for col, method in enumerate(cols):
+            crop = images[s][name][method][y:y + size, x:x + size]
+            detail = metrics.high_pass(metrics.rgb_to_y(crop), metrics.DETAIL_SIGMA)
+            for k, (img, kw) in enumerate(((crop, {}), (np.clip(128 + 4 * detail, 0, 255), dict(cmap='gray', vmin=0,
+                                                                                                   vmax=255)))):
+                ax = axes[2 * row + k][col]
+                ax.imshow(img.astype(np.uint8), interpolation='nearest', **kw)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                ax.set_title('%s%s' % (method, ' detail x4' if k else ''), fontsize=8)
+            if col == 0:
+                axes[2 * row][0].set_ylabel('%s %s (%d, %d)' % (s, name, x, y))
+    fig.tight_layout()
+    save_figure(fig, path)
+    return True
 
 
 def photo_crops(methods, generators, scale=4):
@@ -231,78 +358,137 @@ def photo_crops(methods, generators, scale=4):
     return {'chelsea': dict({m: upscale(m, lr, scale, generators) for m in methods}, HR=hr)}
 
 
+def parse_sets(text):
+    """The set names of --sets (`val` for DIV2K-val); ValueError naming an unknown one."""
+    names = [ALIASES.get(s.strip(), s.strip()) for s in text.split(',') if s.strip()]
+    unknown = [s for s in names if s not in SETS]
+    if unknown or not names:
+        raise ValueError('--sets: unknown set %r (of %s, or val)' % ((unknown or [text])[0], ', '.join(SETS)))
+    return list(dict.fromkeys(names))
+
+
+def checkpoint_labels(prefixes):
+    """{label: prefix} of --checkpoints: each checkpoint's file name, or its whole path where two share one;
+    ValueError for a prefix without its .index file."""
+    missing = [p for p in prefixes if not os.path.isfile(p + '.index')]
+    if missing:
+        raise ValueError('--checkpoints: %s.index not found (give checkpoint prefixes, e.g. '
+                         'DIR/model.ckpt-1000)' % missing[0])
+    names = [os.path.basename(p) for p in prefixes]
+    return {(n if names.count(n) == 1 else p): p for n, p in zip(names, prefixes)}
+
+
+def write_outputs(out, report, rows):
+    """quality.md and per_image.csv under `out`."""
+    os.makedirs(out, exist_ok=True)
+    with utils.atomic_path(os.path.join(out, 'quality.md')) as tmp, open(tmp, 'w') as f:
+        f.write('\n'.join(report))
+    columns = ['method', 'scale', 'set', 'image'] + list(metrics.METRICS)
+    with utils.atomic_path(os.path.join(out, 'per_image.csv')) as tmp, open(tmp, 'w', newline='') as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        for r in rows:
+            w.writerow([('%.6g' % r[c]) if isinstance(r[c], float) else r[c] for c in columns])
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--data', default=os.path.join(ROOT, '..', 'shared', 'data'),
-                   help='folder holding Set5/HR, Set14/HR, BSD100/HR (default: ../shared/data)')
+                   help='folder holding Set5/HR, Set14/HR, BSD100/HR, DIV2K/HR (default: ../shared/data)')
     p.add_argument('--modelpath', default=os.path.join(ROOT, 'Model'),
                    help='checkpoints FRSR, NatSR, FRSR_x2, FRSR_x3 (default: Model)')
     p.add_argument('--out', default='bench_out', help='output folder (default: bench_out)')
     p.add_argument('--limit', type=int, default=0, help='at most N images per set (0: all)')
-    p.add_argument('--scales', default='4,2,3', help='scales to benchmark (default: 4,2,3)')
+    p.add_argument('--scales', default='4,2,3', help='scales to benchmark (default: 4,2,3; one with --checkpoints)')
+    p.add_argument('--sets', default=None,
+                   help='comma-separated sets, of %s (val: DIV2K-val; default: all; with --checkpoints: '
+                        'DIV2K-val)' % ', '.join(SETS))
+    p.add_argument('--checkpoints', default=None, metavar='PREFIXES',
+                   help='comma-separated checkpoint prefixes of one model at the one --scales scale: score '
+                        'these (and bicubic) instead of the shipped models, to choose among them')
     p.add_argument('--no_niqe', action='store_true', help='skip NIQE (faster)')
     p.add_argument('--no_dial', action='store_true', help='skip the FRSR / NatSR blends')
     args = p.parse_args(argv)
+    scales = [int(s) for s in args.scales.split(',')]
+    try:
+        sets_wanted = parse_sets(args.sets or (VAL if args.checkpoints else ','.join(SETS)))
+        chosen = checkpoint_labels([c for c in args.checkpoints.split(',') if c]) if args.checkpoints else None
+        if chosen is not None and len(scales) != 1:
+            raise ValueError('--checkpoints: give one scale (--scales 4, say), not %s' % args.scales)
+        bad = [s for s in scales if s not in METHODS and chosen is None]
+        if bad:
+            raise ValueError('--scales: %d is not one of %s' % (bad[0], sorted(METHODS)))
+        metrics.check_ready(metrics.METRICS)    # the LPIPS weights, before any work
+    except ValueError as e:
+        print('error: %s' % e, file=sys.stderr)
+        return 2
     import checkpoints
     import sr
+    skip = ('niqe',) if args.no_niqe else ()
     rows, report, images = [], [], {}
-    for scale in [int(s) for s in args.scales.split(',')]:
-        if scale not in METHODS:
-            print('error: --scales: %d is not one of %s' % (scale, sorted(METHODS)), file=sys.stderr)
-            return 2
+    for scale in scales:
         try:
-            sets = {s: load_set(os.path.join(args.data, s, 'HR'), scale, args.limit) for s in SETS}
+            sets = {s: load_set(os.path.join(args.data, FOLDERS.get(s, os.path.join(s, 'HR'))), scale, args.limit)
+                    for s in sets_wanted}
         except (FileNotFoundError, utils.ImageError) as e:
             print('error: %s' % e, file=sys.stderr)
             return 2
-        methods, generators = list(METHODS[scale]), {}
-        try:
-            for m in methods[1:]:
-                generators[m] = sr.Generator(scale, checkpoints.find_checkpoint(args.modelpath, m))
-        except checkpoints.CheckpointError as e:
-            if scale == 4:
-                print('error: %s' % e, file=sys.stderr)
-                return 2
-            print('note: x%d skipped: %s' % (scale, e), file=sys.stderr)
-            continue
+        generators = {}
+        if chosen is not None:
+            methods = ['bicubic'] + list(chosen)
+            generators = {label: sr.Generator(scale, prefix) for label, prefix in chosen.items()}
+        else:
+            methods = list(METHODS[scale])
+            try:
+                for m in methods[1:]:
+                    generators[m] = sr.Generator(scale, checkpoints.find_checkpoint(args.modelpath, m))
+            except checkpoints.CheckpointError as e:
+                if scale == 4:
+                    print('error: %s' % e, file=sys.stderr)
+                    return 2
+                print('note: x%d skipped: %s' % (scale, e), file=sys.stderr)
+                continue
         blends = {}
-        if scale == 4 and not args.no_dial:
+        if scale == 4 and chosen is None and not args.no_dial:
             frsr, natsr = checkpoints.find_checkpoint(args.modelpath, 'FRSR'), checkpoints.find_checkpoint(args.modelpath, 'NatSR')
             blends = {blend_name(a): sr.Generator(4, weights=checkpoints.blend_weights(frsr, natsr, a)) for a in BLENDS}
             generators.update(blends)
         print('device: %s' % next(iter(generators.values())).device, file=sys.stderr)
         for s, items in sets.items():
-            # the dial's points are measured where its table and plot use them: BSD100
-            on = methods + (list(blends) if s == 'BSD100' else [])
-            set_rows, outputs = evaluate(items, s, on, scale, generators, not args.no_niqe and s == 'BSD100')
+            dial = bool(blends) and s in DIAL_SETS
+            set_rows, outputs = evaluate(items, s, methods + (list(blends) if dial else []), scale, generators,
+                                         skip, base='FRSR' if chosen is None else None,
+                                         mixes=BLENDS if dial else ())
             rows += set_rows
-            if scale == 4:
+            if scale == 4 and chosen is None:
                 for name, hr, _ in items:
                     outputs[name]['HR'] = hr
                 images[s] = outputs
-        if scale == 4:
+        if scale == 4 and chosen is None:
             images['photo'] = photo_crops(methods, generators)
-        report.append(table([r for r in rows if r['scale'] == scale], scale, methods,
-                            {s: len(v) for s, v in sets.items()}))
-        if blends:
-            report.append(dial_table([r for r in rows if r['scale'] == 4]))
+        this = [r for r in rows if r['scale'] == scale]
+        report.append(table(this, scale, methods, {s: len(v) for s, v in sets.items()}))
+        for s in DIAL_SETS:
+            if blends and s in sets:
+                report.append(dial_table(this, s))
+        if VAL in sets:
+            report.append(tone_table(this, VAL, scale))
         for g in generators.values():
             g.close()
-    os.makedirs(args.out, exist_ok=True)
-    text = '\n'.join(report)
-    with utils.atomic_path(os.path.join(args.out, 'quality.md')) as tmp, open(tmp, 'w') as f:
-        f.write(text)
-    columns = ['method', 'scale', 'set', 'image'] + list(metrics.METRICS)
-    with utils.atomic_path(os.path.join(args.out, 'per_image.csv')) as tmp, open(tmp, 'w', newline='') as f:
-        w = csv.writer(f)
-        w.writerow(columns)
-        for r in rows:
-            w.writerow([('%.6g' % r[c]) if isinstance(r[c], float) else r[c] for c in columns])
-    if not args.no_niqe:
-        plot_perception_distortion(rows, os.path.join(args.out, 'perception_distortion.png'))
+    if 4 in scales and chosen is None:
+        report.append(reference_table())
+    write_outputs(args.out, report, rows)
+    if not args.no_niqe and chosen is None:
+        for s in DIAL_SETS:
+            if s in sets_wanted and 4 in scales:
+                plot_perception_distortion(rows, os.path.join(args.out, 'perception_distortion%s.png'
+                                                              % ('' if s == 'BSD100' else '_' + s)), s)
     if images:   # the crops are x4's
+        shown = list(METHODS[4]) + [m for m in (blend_name(0.5), mix_name(0.5)) if any(
+            m in o for s in images.values() for o in s.values())]
         plot_crops(images, METHODS[4], os.path.join(args.out, 'crops.png'))
-    print(text)
+        plot_flat_crops(images, shown, os.path.join(args.out, 'crops_flat.png'))
+    print('\n'.join(report))
     print('written: %s' % ', '.join(sorted(os.listdir(args.out))))
     return 0
 

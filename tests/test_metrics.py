@@ -112,18 +112,26 @@ def test_metrics_table():
     a = skimage.data.chelsea()[:200, :200]
     b = np.clip(a.astype(int) + np.random.RandomState(12).randint(-30, 30, a.shape), 0, 255).astype(np.uint8)
     c = np.clip(a.astype(int) + 9, 0, 255).astype(np.uint8)
-    assert list(metrics.METRICS) == ['psnr', 'ssim', 'niqe', 'grid']
+    assert list(metrics.METRICS) == ['psnr', 'ssim', 'niqe', 'grid', 'lpips', 'tone', 'chroma', 'lattice', 'lattice2',
+                                     'false_detail']
     assert metrics.measure('psnr', b, 2, hr=a) == psnr(b, a, shave=2)
     assert metrics.measure('ssim', b, 3, hr=a) == ssim(b, a, shave=3)
     assert metrics.measure('niqe', b, 4) == niqe(b, shave=4)
     assert metrics.measure('grid', b, 2, hr=a, base=c) == metrics.grid(b, c, a, 4, shave=2)
+    assert metrics.measure('tone', b, 2, hr=a) == metrics.tone(b, a, shave=2)
+    assert metrics.measure('chroma', b, 2, hr=a) == metrics.chroma_noise(b, a, shave=2)
+    assert metrics.measure('lattice', b, 3) == metrics.own_lattice(b, 3, crop=6)
+    assert metrics.measure('lattice2', b, 4) == metrics.own_lattice(b, 8, crop=8)
+    assert metrics.measure('false_detail', c, 4, hr=a) == metrics.false_detail(c, a, shave=4)
     with pytest.raises(ValueError, match='psnr needs hr'):
         metrics.measure('psnr', b, 2)
     with pytest.raises(ValueError, match='grid needs base'):
         metrics.measure('grid', b, 2, hr=a)
     sense = {n: (m.higher_is_better, m.needs) for n, m in metrics.METRICS.items()}
     assert sense == {'psnr': (True, ('hr',)), 'ssim': (True, ('hr',)), 'niqe': (False, ()),
-                     'grid': (False, ('hr', 'base'))}
+                     'grid': (False, ('hr', 'base')), 'lpips': (False, ('hr',)), 'tone': (None, ('hr',)),
+                     'chroma': (None, ('hr',)), 'lattice': (False, ()), 'lattice2': (False, ()),
+                     'false_detail': (False, ('hr',))}
 
 
 def test_niqe_params_shipped_and_cached():

@@ -294,7 +294,7 @@ def folders(tmp_path):
     (['--datapath', '{t}/lr', '--tile', '0'], 'error: --tile must be a positive number'),
     (['--datapath', '{t}/lr', '--model', 'FRSR', '--blend', '0.5'], 'error: --blend 0.5: the dial takes'),
     (['--datapath', '{t}/lr', '--model', 'NatSR', '--blend', '1.2'], 'error: --blend 1.2: the dial takes'),
-    (['--datapath', '{t}/lr', '--metrics', 'psnr,lpips'], "error: --metrics: unknown metric 'lpips' (one of psnr, ssim"),
+    (['--datapath', '{t}/lr', '--metrics', 'psnr,fid'], "error: --metrics: unknown metric 'fid' (one of psnr, ssim"),
     (['--datapath', '{t}/lr', '--metrics', 'ssim'], 'error: --metrics ssim needs the HR images: --labelpath'),
     (['--datapath', '{t}/lr', '--metrics', 'grid'], 'error: --metrics grid: needs the output of the model'),
 ])
