@@ -392,7 +392,7 @@ def write_outputs(out, report, rows):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p = argparse.ArgumentParser(description=' '.join(__doc__.split('\n\n')[0].split()))
     p.add_argument('--data', default=os.path.join(ROOT, '..', 'shared', 'data'),
                    help='folder holding Set5/HR, Set14/HR, BSD100/HR, DIV2K/HR (default: ../shared/data)')
     p.add_argument('--modelpath', default=os.path.join(ROOT, 'Model'),
