@@ -671,18 +671,29 @@ def test_kept_steps(tmp_path):
         trials.kept_steps(str(tmp_path), 9, 3)
 
 
-def test_sigterm_saves_the_last_completed_step_and_exits_143(data, tmp_path, capsys, monkeypatch):
+def test_sigterm_saves_the_last_completed_step_and_exits_143(data, tmp_path):
+    """A SIGTERM (as `kill` or a job scheduler sends it) after step 2, in a process of its own: the test
+    process's signal state (an xdist worker that ran other tests) must not decide the outcome."""
     import signal
-
-    class Bar(loop.tqdm):
-        def update(self, n=1):
-            super().update(n)
-            if self.n == 2:
-                os.kill(os.getpid(), signal.SIGTERM)     # as `kill` or a job scheduler sends it
-
-    monkeypatch.setattr(loop, 'tqdm', Bar)
-    assert frsr(data, tmp_path, '--max_steps', '5', '--checkpoint_interval', '100') == 128 + signal.SIGTERM
+    import subprocess
+    import sys
+    from conftest import ROOT
+    argv = sr_args(data, tmp_path, '--model', 'FRSR', '--max_steps', '5')
+    child = (
+        'import os, signal, sys\n'
+        'sys.path.insert(0, %r)\n'
+        'import tflog; tflog.init()\n'
+        'import loop, main\n'
+        'class Bar(loop.tqdm):\n'
+        '    def update(self, n=1):\n'
+        '        super().update(n)\n'
+        '        if self.n == 2:\n'
+        '            os.kill(os.getpid(), signal.SIGTERM)\n'
+        'loop.tqdm = Bar\n'
+        'sys.exit(main.main(%r))\n' % (ROOT, argv))
+    run = subprocess.run([sys.executable, '-c', child], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 128 + signal.SIGTERM, run.stderr[-2000:]
     trial = tmp_path / 'FRSR_x4_trial0'
-    assert capsys.readouterr().err.splitlines()[-1] == 'interrupted at step 2: the checkpoint of step 2 is in %s' % trial
+    assert 'interrupted at step 2: the checkpoint of step 2 is in %s' % trial in run.stderr.splitlines()
     assert trials.checkpoint_steps(str(trial)) == [2]
     assert tf.train.load_checkpoint(tf.train.latest_checkpoint(str(trial))).get_tensor('global_step') == 2
