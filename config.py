@@ -21,6 +21,8 @@ D_SHIFT = 0                  # > 0: DIS sees each HR / SR patch cropped at a ran
                              # (an option, not the paper's: see README, "The dot grid")
 GRID_WEIGHT = 0.0            # > 0: + GRID_WEIGHT * train.grid_loss (SR - HR at the upsampler's lattice
                              # frequencies) in NatSR's G loss (an option, not the paper's: "The dot grid")
+LF_WEIGHT = 0.0              # > 0: + LF_WEIGHT * train.lf_loss (SR - HR averaged over SCALE x SCALE blocks:
+                             # tone and colour at LR resolution) in NatSR's G loss (an option, not the paper's)
 MAX_STEPS = 1000000
 SUMMARY_INTERVAL = 1000
 CHECKPOINT_INTERVAL = 10000

@@ -155,6 +155,8 @@ class NatSR(SRStage):
             loss_g = loss_recon + args.nat_weight * loss_nat + args.gan_weight * loss_gan
             if args.grid_weight:                 # an option, not the paper's (README, "The dot grid")
                 loss_g += args.grid_weight * grid_loss(sr, hr, 2 * args.scale)
+            if args.lf_weight:                   # an option, not the paper's (docs/models.md, "Tone")
+                loss_g += args.lf_weight * lf_loss(sr, hr, args.scale)
         train = self.train_gen(loss_g)
         return {'train': train, 'd_train': d_train, 'l1': loss_recon, 'nat': loss_nat, 'g_gan': loss_gan,
                 'd': loss_d, 'g': loss_g, 'nmd_score': tf.reduce_mean(nmd_score)}
@@ -181,6 +183,14 @@ def grid_loss(sr, hr, period):
     err = tf.reshape(sr - hr, [-1, h // period, period, w // period, period, c])
     phases = tf.reduce_mean(err, axis=[1, 3])
     return tf.reduce_mean(tf.abs(phases - tf.reduce_mean(phases, axis=[1, 2], keepdims=True)))
+
+
+def lf_loss(sr, hr, block):
+    """Low-frequency consistency: the mean absolute difference of SR and HR averaged over block x block
+    cells (block = scale: one value per LR pixel). It sees a shift of tone or colour and leaves alone
+    any detail whose mean over a cell is zero, i.e. what the naturalness and GAN terms add."""
+    pool = lambda x: tf.nn.avg_pool2d(x, block, block, 'VALID')  # noqa: E731
+    return tf.reduce_mean(tf.abs(pool(sr) - pool(hr)))
 
 
 def random_shift(x, shift):

@@ -374,6 +374,41 @@ def test_grid_loss_sees_only_a_period_pattern_of_the_error():
         assert loss(hr + noise) < 0.5 * loss(hr + dots)
 
 
+def test_lf_loss_sees_tone_and_colour_not_detail():
+    rng = np.random.RandomState(5)
+    hr = rng.rand(2, 16, 16, 3).astype(np.float32)
+    checker = np.where((np.arange(16)[:, None] + np.arange(16)) % 2, 0.1, -0.1).astype(np.float32)
+    with tf.Graph().as_default(), tf.Session() as sess:
+        loss = lambda sr: sess.run(train.lf_loss(tf.constant(sr), tf.constant(hr), 4))  # noqa: E731
+        assert loss(hr) == 0
+        assert loss(hr - 0.02) == pytest.approx(0.02, rel=1e-4)                # a darker image
+        assert loss(hr + checker[None, :, :, None]) == pytest.approx(0, abs=1e-7)  # zero-mean detail per cell
+        tint = np.zeros_like(hr)
+        tint[..., 2] = 0.03                                                    # a blue cast: 0.03 in 1 of 3
+        assert loss(hr + tint) == pytest.approx(0.01, rel=1e-4)
+
+
+def test_natsr_lf_weight_adds_the_term_to_the_g_loss(data, tmp_path):
+    frsr = random_checkpoint(str(tmp_path / 'FRSR'), lambda x: FRACTAL(x, 4), 'GEN')
+    nmd = random_checkpoint(str(tmp_path / 'NMD'), NMD, 'CLASSIFIER')
+    rng = np.random.RandomState(6)
+    feed_lr, feed_hr = rng.rand(2, 4, 4, 3), rng.rand(2, PATCH, PATCH, 3)
+    extra = {}
+    for weight in ('0', '50'):
+        args = loop.config_parser(sr_main.config, '').parse_args(sr_args(
+            data, tmp_path / weight, '--frsr_checkpoint', frsr, '--nmd_checkpoint', nmd, '--lf_weight', weight))
+        with tf.Graph().as_default():
+            lr = tf.placeholder(tf.float32, [2, 4, 4, 3])
+            hr = tf.placeholder(tf.float32, [2, PATCH, PATCH, 3])
+            out = train.stage(args).build(lr, hr).outputs
+            with tf.Session() as sess:
+                sess.run(tf.global_variables_initializer())
+                o = sess.run({k: out[k] for k in ('g', 'l1', 'nat', 'g_gan')}, {lr: feed_lr, hr: feed_hr})
+        extra[weight] = o['g'] - (o['l1'] + args.nat_weight * o['nat'] + args.gan_weight * o['g_gan'])
+    assert extra['0'] == pytest.approx(0, abs=1e-6)
+    assert extra['50'] > 1e-3        # 50 x the block-mean error of an untrained GEN on random HR
+
+
 def test_random_shift_crops_every_image_at_its_own_offset():
     x = np.arange(4 * 12 * 12 * 1, dtype=np.float32).reshape(4, 12, 12, 1)
     with tf.Graph().as_default(), tf.Session() as sess:
