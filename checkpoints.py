@@ -212,6 +212,26 @@ def export_values(build, scope, out_prefix, values):
     return out_prefix
 
 
+def mean_weights(prefixes, scope='GEN'):
+    """Checkpoint averaging: {name: the mean of the weights of `scope` over the checkpoints
+    `prefixes`} (in float64, then float32), the optimizer slots and moving averages left out. Every
+    checkpoint must hold the same weights with the same shapes (the checkpoints of one run)."""
+    import tensorflow.compat.v1 as tf
+    readers = [tf.train.load_checkpoint(p) for p in prefixes]
+    shapes = [r.get_variable_to_shape_map() for r in readers]
+    names = sorted(n for n in shapes[0] if n.startswith(scope + '/') and '/Adam' not in n
+                   and '/ExponentialMovingAverage' not in n)
+    if not names:
+        raise CheckpointError('no %s weights in %s' % (scope, prefixes[0]))
+    for prefix, shape in zip(prefixes[1:], shapes[1:]):
+        odd = [n for n in names if shape.get(n) != shapes[0][n]]
+        if odd:
+            raise CheckpointError('%s and %s cannot be averaged: %s is %s in the first and %s in the second'
+                                  % (prefixes[0], prefix, odd[0], shapes[0][odd[0]], shape.get(odd[0], 'absent')))
+    return {n: (sum(r.get_tensor(n).astype(np.float64) for r in readers) / len(readers)).astype(np.float32)
+            for n in names}
+
+
 def blend_weights(fidelity, perceptual, alpha, scope='GEN'):
     """Network interpolation (ESRGAN's net_interp): {name: (1 - alpha) * w_fidelity + alpha *
     w_perceptual} over the weights of `scope` of two checkpoints of the same graph (FRSR and the NatSR

@@ -218,7 +218,10 @@ def train(args):
 def export(args, out_prefix):
     """Write the GEN weights of the trial's latest (or --step) checkpoint to `out_prefix`: their
     moving average where the run kept one (--ema_decay), else (or with --export_raw) the weights
-    themselves."""
-    trials.export(lambda x: model.generator(args.arch, x, args.scale), model.generator_class(args.arch).scope,
-                  loop.trial_dir(args.model, args), args.step, out_prefix,
+    themselves; with --average_steps, the mean of the weights of those checkpoints."""
+    build, scope = lambda x: model.generator(args.arch, x, args.scale), model.generator_class(args.arch).scope
+    steps = getattr(args, 'average_steps', None)
+    if steps:
+        return trials.export_mean(build, scope, loop.trial_dir(args.model, args), steps, out_prefix)
+    trials.export(build, scope, loop.trial_dir(args.model, args), args.step, out_prefix,
                   average=not getattr(args, 'export_raw', False))

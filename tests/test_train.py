@@ -374,6 +374,32 @@ def test_grid_loss_sees_only_a_period_pattern_of_the_error():
         assert loss(hr + noise) < 0.5 * loss(hr + dots)
 
 
+def test_export_average_steps_ships_the_mean_of_the_checkpoints(data, tmp_path, capsys):
+    run = lambda *extra: sr_main.main(sr_args(data, tmp_path / 'ck', '--model', 'FRSR', *extra))  # noqa: E731
+    assert run('--max_steps', '3', '--checkpoint_interval', '1') == 0
+    trial = tmp_path / 'ck' / 'FRSR_x4_trial0'
+    capsys.readouterr()
+    assert run('--export', str(tmp_path / 'FRSR'), '--average_steps', '3,1') == 0
+    assert 'the mean of the GEN weights of %s (steps 1, 3)' % trial in capsys.readouterr().out
+    one, three, mean = (values(str(p), 'GEN/') for p in (trial / 'model-1', trial / 'model-3', tmp_path / 'FRSR'))
+    assert sorted(mean) == sorted(k for k in one if '/Adam' not in k)
+    name = 'GEN/conv_out/conv2d/kernel'
+    assert not np.array_equal(one[name], three[name])
+    np.testing.assert_allclose(mean[name], (one[name].astype(np.float64) + three[name]) / 2, rtol=1e-6)
+    with tf.Graph().as_default():
+        tf.train.import_meta_graph(str(tmp_path / 'FRSR.meta'))
+        assert len(tf.get_collection('InNOut')) == 2
+    import json   # both checkpoints are exports now: pruning keeps them
+    assert json.load(open(trial / 'exported.json')) == {'model-1': [str(tmp_path / 'FRSR')],
+                                                        'model-3': [str(tmp_path / 'FRSR')]}
+    assert run('--export', str(tmp_path / 'other'), '--average_steps', '1,5') == 2
+    assert 'no checkpoint of step 5 to average (there are: 1, 2, 3)' in capsys.readouterr().err
+    assert not (tmp_path / 'other.index').exists()
+    with pytest.raises(SystemExit):
+        run('--export', str(tmp_path / 'other'), '--average_steps', '3')
+    assert 'give at least two steps to average' in capsys.readouterr().err
+
+
 def test_lf_loss_sees_tone_and_colour_not_detail():
     rng = np.random.RandomState(5)
     hr = rng.rand(2, 16, 16, 3).astype(np.float32)
