@@ -202,14 +202,22 @@ def write_shipping(build, scope, out_prefix, fill):
     return source
 
 
-def export_values(build, scope, out_prefix, values):
+def export_values(build, scope, out_prefix, values, source='given weights'):
     """Write the shipping checkpoint `out_prefix` (write_shipping) of the weights `values` (a dict
-    variable name -> array, e.g. weights trained by tools/torch_train.py)."""
+    variable name -> array, e.g. weights trained by tools/torch_train.py); `source` says what they
+    are in the message."""
     def fill(sess, variables):
         assign_values(sess, variables, values)
-        return 'given weights'
+        return source
     write_shipping(build, scope, out_prefix, fill)
     return out_prefix
+
+
+def stored_weights(shapes, scope):
+    """The sorted names of the network weights of `scope` in a checkpoint's variable-to-shape map:
+    its optimizer slots (Adam) and moving averages left out."""
+    return sorted(n for n in shapes if n.startswith(scope + '/') and '/Adam' not in n
+                  and '/ExponentialMovingAverage' not in n)
 
 
 def mean_weights(prefixes, scope='GEN'):
@@ -219,8 +227,7 @@ def mean_weights(prefixes, scope='GEN'):
     import tensorflow.compat.v1 as tf
     readers = [tf.train.load_checkpoint(p) for p in prefixes]
     shapes = [r.get_variable_to_shape_map() for r in readers]
-    names = sorted(n for n in shapes[0] if n.startswith(scope + '/') and '/Adam' not in n
-                   and '/ExponentialMovingAverage' not in n)
+    names = stored_weights(shapes[0], scope)
     if not names:
         raise CheckpointError('no %s weights in %s' % (scope, prefixes[0]))
     for prefix, shape in zip(prefixes[1:], shapes[1:]):
@@ -241,10 +248,7 @@ def blend_weights(fidelity, perceptual, alpha, scope='GEN'):
         raise ValueError('the blend must be in [0, 1], not %g' % alpha)
     a, b = tf.train.load_checkpoint(fidelity), tf.train.load_checkpoint(perceptual)
     shapes_a, shapes_b = a.get_variable_to_shape_map(), b.get_variable_to_shape_map()
-    def own(shapes):
-        return sorted(n for n in shapes if n.startswith(scope + '/') and '/Adam' not in n
-                      and '/ExponentialMovingAverage' not in n)
-    names, names_b = own(shapes_a), own(shapes_b)
+    names, names_b = stored_weights(shapes_a, scope), stored_weights(shapes_b, scope)
     problem = 'no %s weights in %s' % (scope, fidelity) if not names else None
     for n in sorted(set(names) | set(names_b)):
         if problem:

@@ -12,8 +12,8 @@ import re
 import sys
 
 import utils
-from checkpoints import (CheckpointError, assign_values, check_checkpoint, indexed_prefix, mean_weights,
-                         moving_averages, write_shipping)
+from checkpoints import (CheckpointError, assign_values, check_checkpoint, export_values, indexed_prefix,
+                         mean_weights, moving_averages, write_shipping)
 
 # <trial_dir>/model-<step>.index + .data-*, the `checkpoint` index that tf.train.latest_checkpoint
 # reads, and exported.json: the checkpoints written out with --export (never pruned).
@@ -220,17 +220,15 @@ def export_mean(build, scope, trial_dir, steps, out_prefix):
     """Write the shipping checkpoint `out_prefix` of the mean of the `scope` weights of the trial's
     checkpoints of `steps` (checkpoints.mean_weights: checkpoint averaging), and record it as an
     export of each of them, so that none is pruned."""
-    missing = [s for s in steps if s not in checkpoint_steps(trial_dir)]
+    stored = checkpoint_steps(trial_dir)
+    missing = [s for s in steps if s not in stored]
     if missing:
         raise CheckpointError('%s: no checkpoint of step %d to average (there are: %s)' % (
-            trial_dir, missing[0], ', '.join(map(str, checkpoint_steps(trial_dir))) or 'none'))
+            trial_dir, missing[0], ', '.join(map(str, stored)) or 'none'))
     exported_steps(trial_dir)  # its record must be readable before anything is written
     values = mean_weights([checkpoint_prefix(trial_dir, s) for s in steps], scope)
-
-    def fill(sess, variables):
-        assign_values(sess, variables, values)
-        return 'the mean of the %s weights of %s (steps %s)' % (scope, trial_dir, ', '.join(map(str, steps)))
-    write_shipping(build, scope, out_prefix, fill)
+    export_values(build, scope, out_prefix, values, 'the mean of the %s weights of %s (steps %s)'
+                  % (scope, trial_dir, ', '.join(map(str, steps))))
     for s in steps:
         record_export(trial_dir, s, out_prefix)
     return out_prefix
