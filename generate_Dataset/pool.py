@@ -16,7 +16,7 @@ from generate_Dataset import DataError
 class Pool:
     """`workers` processes (a context manager), forked when it is made, before any output is open; with
     one worker, calls run in this process. Leaving it on an error (Ctrl-C, SIGTERM) kills the workers
-    without waiting for the work in flight."""
+    without waiting for the work in flight, and returns once the executor's threads have ended."""
 
     def __init__(self, workers):
         self.workers, self.executor, self.procs = workers, None, []
@@ -39,12 +39,14 @@ class Pool:
         if exc_type is None:
             self.executor.shutdown()
             return
-        self.executor.shutdown(wait=False, cancel_futures=True)
         for p in self.procs:
             p.kill()                                   # work in flight is not waited for
         for p in self.procs:
             p.join()
-        self.executor.shutdown()
+        # The executor's manager thread sees the dead workers, fails what is pending and closes its
+        # pipes; waiting for it here means no thread of it is left to race the interpreter's exit
+        # hook on those pipes (a stray `OSError: [Errno 9] Bad file descriptor` after `interrupted`).
+        self.executor.shutdown(wait=True, cancel_futures=True)
 
     def map(self, fn, calls):
         """fn(*call) for every tuple of the iterable `calls`, in order. In the pool, at most 2 calls

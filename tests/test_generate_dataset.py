@@ -5,6 +5,7 @@ Tiny synthetic images (noise with a flat band, so the filter keeps some patches 
 others); the expected records are recomputed here independently of patches.py.
 """
 import builtins
+import concurrent.futures.process
 import errno
 import fcntl
 import hashlib
@@ -13,15 +14,17 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 
+import exits
 import utils
 from conftest import shared_path, tf_example
-from generate_Dataset import build, cutting, patches, records, shuffle, workdir
+from generate_Dataset import build, cutting, patches, pool, records, shuffle, workdir
 from imresize import imresize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -466,6 +469,29 @@ def test_a_worker_that_dies_gives_one_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(cutting, 'cut', dying)
     assert bad(tmp_path, capsys, 'NatSR', '--labelpath', hr, '--scale', 2, '--patch', 16, '--workers', 2) == \
         'error: a worker process died (out of memory? try fewer --workers)'
+
+
+def test_a_pool_left_on_an_interrupt_leaves_no_thread_or_worker_behind(monkeypatch):
+    """Ctrl-C / SIGTERM with work in flight: the workers are killed and the executor's threads have
+    ended when the pool is left, so none of them races the interpreter's exit on its pipes. The
+    executor's clean-up is slowed down here, as a loaded machine does."""
+    manager = concurrent.futures.process._ExecutorManagerThread
+    real = manager.terminate_broken
+
+    def slow(self, cause):
+        time.sleep(0.5)
+        return real(self, cause)
+    monkeypatch.setattr(manager, 'terminate_broken', slow)
+    before = set(threading.enumerate())
+    with pytest.raises(exits.Interrupted):
+        with pool.Pool(2) as workers:
+            futures = [workers.executor.submit(time.sleep, 30) for _ in range(4)]
+            procs = list(workers.procs)
+            time.sleep(0.2)
+            raise exits.Interrupted(signal.SIGTERM)
+    assert [t.name for t in threading.enumerate() if t not in before] == []
+    assert len(procs) == 2 and not any(p.is_alive() for p in procs)
+    assert all(f.done() for f in futures)
 
 
 # ----------------------------------------------------------------------------- leftovers, unwritable output
