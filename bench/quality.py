@@ -55,7 +55,7 @@ DIAL_SETS = ('BSD100', VAL)                      # where the dial is measured
 METHODS = {4: ('bicubic', 'FRSR', 'NatSR'), 2: ('bicubic', 'FRSR_x2'), 3: ('bicubic', 'FRSR_x3')}
 BLENDS = (0.25, 0.5, 0.75)          # the dial's inner points (0 and 1 are FRSR and NatSR)
 # which images chose each shipped model: its column of that set is not a held-out figure
-CHOSEN_ON = {'NatSR': 'BSD100', 'FRSR_x2': VAL, 'FRSR_x3': VAL}
+CHOSEN_ON = {'NatSR': VAL, 'FRSR': VAL, 'FRSR_x2': VAL, 'FRSR_x3': VAL}
 # a median over images for ratios (one image with almost no flat area or lattice must not decide)
 MEDIAN = ('chroma', 'lattice', 'lattice2', 'false_detail', 'grid')
 # Published figures: PSNR dB / SSIM (x4: NatSR paper, Table 2 and Fig. 7, with NIQE on BSD100;

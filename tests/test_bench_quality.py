@@ -55,8 +55,10 @@ def test_quality_benchmark_writes_table_and_pictures(tmp_path):
         assert head in table
     assert '### x3' not in table
     for method in ('| bicubic |', '| FRSR |', '| NatSR |', '| HR |', '| FRSR_x2 |', '| 0.5 | weights |',
-                   '| 0.5 | outputs |', '| NatSR (chosen on BSD100: not held out) |'):
+                   '| 0.5 | outputs |', '| NatSR (chosen on DIV2K-val: not held out) |',
+                   '| FRSR (chosen on DIV2K-val: not held out) |'):
         assert method in table
+    assert 'chosen on BSD100' not in table                   # the benchmarks' columns are held out
     assert '(28.42 / 0.8104)' in table and '(3.80)' in table and '(33.66 / 0.9299)' in table  # the paper's
     assert '(0.2114)' in table and '0.1229 / 24.36' in table                                # the SPSR table's
     rows = list(csv.DictReader(open(out / 'per_image.csv')))

@@ -100,11 +100,11 @@ def test_shipped_models_lattice_and_false_detail():
     lattice = {m: [metrics.own_lattice(o, 4, crop=8) for o in imgs] for m, imgs in out.items()}
     # HR's own figures on 101085, 101087, 102061, 103070 (no model involved)
     assert lattice['HR'] == pytest.approx([0.8126, 1.0733, 1.8787, 2.2978], abs=1e-4)
-    # NatSR's period-4 lattice, far above HR's on every image (median of these four: 16.9). The
-    # first-stage FRSR had 25.8 here; the shipped FRSR, fine-tuned with the decay, keeps 3.0 to 5.4
-    # (docs/models.md, "Tone"), between HR's and NatSR's
-    assert all(n > 3 * h for n, h in zip(lattice['NatSR'], lattice['HR']))
-    assert np.median(lattice['NatSR']) == pytest.approx(16.9, abs=2)
+    # NatSR's period-4 lattice stays above HR's on every image (median of these four: 4.5; the
+    # NatSR shipped before, fine-tuned from the first-stage FRSR, had 16.9). The first-stage FRSR had
+    # 25.8 here; the shipped FRSR, fine-tuned with the decay, keeps 3.0 to 5.5 (docs/models.md, "Tone")
+    assert all(n > h for n, h in zip(lattice['NatSR'], lattice['HR']))
+    assert np.median(lattice['NatSR']) == pytest.approx(4.5, abs=1)
     assert np.median(lattice['FRSR']) == pytest.approx(3.7, abs=1)
     assert np.median(lattice['HR']) < np.median(lattice['FRSR']) < np.median(lattice['NatSR'])
     hr = out['HR']
