@@ -17,22 +17,8 @@ is the global batch, split evenly over the replicas of --strategy (see distribut
 import argparse
 import sys
 
-import exits
-import tflog
-from generate_Dataset import records  # no TensorFlow
-
-if __name__ == '__main__':  # a damaged TFRecord: one line now, not after TensorFlow's start-up
-    problem = records.problem_in_command(sys.argv[1:], ('--tfrecord_path',))
-    if problem:
-        sys.exit(exits.error(problem))
-tflog.init('--verbose' in sys.argv[1:])  # before TensorFlow starts: log output, graph mode
-import device  # noqa: E402
-
-device.select_gpu(device.gpu_value(sys.argv))
-import loop  # noqa: E402
-import config  # noqa: E402
-import distribute  # noqa: E402
-import train  # noqa: E402
+from natsr.process import tflog
+from natsr.training import entry  # no TensorFlow: it runs before TensorFlow starts
 
 
 def steps_list(text):
@@ -47,6 +33,12 @@ def steps_list(text):
 
 
 def main(argv=None):
+    argv, status = entry.start(argv, ('--tfrecord_path',))
+    if status is not None:
+        return status
+    import config
+    import train
+    from natsr.training import distribute, loop
     parser = tflog.add_flag(distribute.add_flags(loop.config_parser(config, __doc__.split('\n')[0])))
     parser.add_argument('--export_raw', action='store_true',
                         help='with --export: ship the GEN weights themselves, not their moving average '

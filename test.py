@@ -40,26 +40,16 @@ import argparse
 import os
 import sys
 
-import checkpoints
-import device
-import engines
-import exits
-import memory  # noqa: F401  (tests patch memory.available_memory through this module)
-import metrics
-import pipeline
-import report
-import tflog
-import upscaler
-import utils
-from checkpoints import MODEL_SCALES, CheckpointError
-from device import PRECISIONS, PrecisionError
-from job import BLEND_MODES, Blend, Job, UsageError, check_stems, default_items, folder_items, pair_files  # noqa: F401
-from pipeline import OutputError  # noqa: F401
-from report import weights_hash  # noqa: F401
-from upscaler import upscale_image  # noqa: F401
+from natsr import device
+from natsr.checkpoints import MODEL_SCALES
+from natsr.deploy import engines
+from natsr.device import PRECISIONS
+from natsr.evaluation import metrics
+from natsr.inference import job as jobs
+from natsr.inference import pipeline, report, upscaler
+from natsr.process import exits, tflog
 
 MODELS = tuple(MODEL_SCALES) + ('bicubic',)
-EXIT_FAILED, EXIT_USAGE = exits.FAILED, exits.USAGE
 
 
 def parse_args(argv=None):
@@ -101,7 +91,7 @@ def parse_args(argv=None):
     p.add_argument('--blend', type=float, default=None, metavar='A',
                    help='the perception-distortion dial of --model NatSR: (1 - A) * FRSR + A * NatSR of MODELPATH/FRSR '
                         'and MODELPATH/NatSR (see --blend_mode); 0: FRSR, 1: NatSR')
-    p.add_argument('--blend_mode', default='output', choices=BLEND_MODES,
+    p.add_argument('--blend_mode', default='output', choices=jobs.BLEND_MODES,
                    help='what --blend interpolates: output (default: the two networks\' output images, in float '
                         'before rounding; keeps the tone) or weights (one network of the interpolated weights)')
     p.add_argument('--engine', default='tensorflow', choices=('tensorflow',) + engines.TEST_ENGINES,
@@ -112,147 +102,18 @@ def parse_args(argv=None):
     return tflog.add_flag(p).parse_args(argv)
 
 
-def job_settings(args):
-    """(scale, default_job, ref, save) from the arguments; UsageError when they conflict."""
-    if args.model == 'bicubic':
-        scale = 4 if args.scale is None else args.scale
-        if scale < 2:
-            raise UsageError('--scale must be an integer >= 2, not %d' % scale)
-    else:
-        scale = MODEL_SCALES[args.model]
-        if args.scale is not None and args.scale != scale:
-            raise UsageError('--scale %d conflicts with --model %s, which is x%d (--scale is for bicubic; '
-                             'FRSR_x2 / FRSR_x3 are the x2 / x3 models)' % (args.scale, args.model, scale))
-    if args.tile is not None and args.tile < 1:
-        raise UsageError('--tile must be a positive number of LR pixels, not %d' % args.tile)
-    if args.blend is not None and (args.model != 'NatSR' or not 0.0 <= args.blend <= 1.0):
-        raise UsageError('--blend %g: the dial takes a number in [0, 1] and --model NatSR (it blends FRSR and NatSR)'
-                         % args.blend)
-    default_job = args.datapath is None
-    if default_job and args.labelpath:
-        raise UsageError('--labelpath needs --datapath (the LR folder)')
-    ref = args.ref if args.ref is not None else int(default_job or bool(args.labelpath))
-    if ref and not default_job and not args.labelpath:
-        raise UsageError('--ref 1 needs --labelpath (the HR folder)')
-    save = args.save if args.save is not None else int(default_job)
-    return scale, default_job, ref, save
-
-
-def metric_columns(args, ref):
-    """The names of the metrics this job reports: --metrics (default: psnr, ssim when scoring against
-    HR), and niqe with --niqe; UsageError for an unknown one, or one whose inputs the job lacks."""
-    names = (['psnr', 'ssim'] if ref else []) if args.metrics is None else [
-        n.strip().lower() for n in args.metrics.split(',') if n.strip()]
-    names = list(dict.fromkeys(names + (['niqe'] if args.niqe else [])))
-    unknown = [n for n in names if n not in metrics.METRICS]
-    if unknown:
-        raise UsageError('--metrics: unknown metric %r (one of %s)' % (unknown[0], ', '.join(metrics.METRICS)))
-    for n in names:
-        needs = metrics.METRICS[n].needs
-        if 'base' in needs:
-            raise UsageError('--metrics %s: needs the output of the model the method was fine-tuned from beside '
-                             'HR; bench/quality.py measures it' % n)
-        if 'hr' in needs and not ref:
-            raise UsageError('--metrics %s needs the HR images: --labelpath (with --ref 1)' % n)
-    try:
-        metrics.check_ready(names)
-    except ValueError as e:
-        raise UsageError(str(e))
-    return names
-
-
-def check_outputs(args, outdir, save, columns):
-    """UsageError unless every location this job writes can be written: the results folder (with
-    --save, or the CSV's default place) and --csv, which must not be a folder."""
-    places = []
-    if save or (columns and not args.csv):
-        places.append((outdir, 'results'))
-    if args.csv and columns:
-        if os.path.isdir(args.csv):
-            raise UsageError('--csv %s is a folder; give a file name, e.g. %s'
-                             % (args.csv, os.path.join(args.csv, 'metrics.csv')))
-        places.append((os.path.dirname(os.path.abspath(args.csv)), '--csv'))
-    for folder, what in places:
-        problem = utils.unwritable(folder)
-        if problem:
-            raise UsageError('cannot write %s to %s: %s' % (what, folder, problem))
-
-
-def own_checkpoint(prefix, model):
-    """`prefix`, unless it is named after another shipped model (--model FRSR --modelpath Model/NatSR):
-    then UsageError, as those weights would run under the wrong name."""
-    name = os.path.basename(prefix)
-    if name in MODEL_SCALES and name != model:
-        raise UsageError('checkpoint %s is the shipped model %s, not %s: run it with --model %s, or give --modelpath '
-                         'the folder that holds %s' % (prefix, name, model, name, model))
-    return prefix
-
-
-def find_model(args, default_job):
-    """(model, checkpoint prefix or None, job.Blend or None) of --model / --modelpath / --blend; the
-    default job without a checkpoint falls back to bicubic (a note); else UsageError (one line)."""
-    if args.model == 'bicubic':
-        return 'bicubic', None, None
-    try:
-        if args.precision != 'fp32':  # before the checkpoint: a precision error needs no model
-            device.check_precision(args.precision)
-        if engines.problem(args.engine, args.precision):
-            raise UsageError(engines.problem(args.engine, args.precision))
-    except PrecisionError as e:
-        raise UsageError(str(e))
-    try:
-        prefix = own_checkpoint(checkpoints.find_checkpoint(args.modelpath, args.model), args.model)
-        blend = None
-        if args.blend is not None:
-            blend = Blend(own_checkpoint(checkpoints.find_checkpoint(args.modelpath, 'FRSR'), 'FRSR'), prefix,
-                          args.blend, args.blend_mode)
-    except CheckpointError as e:
-        if not default_job:
-            raise UsageError(str(e))
-        print('note: no %s model in %s/ (%s); running the bicubic baseline instead'
-              % (args.model, args.modelpath.rstrip('/'), e))
-        return 'bicubic', None, None
-    return args.model, prefix, blend
-
-
-def plan_job(args):
-    """The Job of the arguments, with every folder, checkpoint and output location checked: nothing is
-    built or written before they all hold (UsageError, one line)."""
-    scale, default_job, ref, save = job_settings(args)
-    items = default_items(scale) if default_job else folder_items(args.datapath, args.labelpath, scale, ref)
-    if save:
-        check_stems(items)
-    model, prefix, blend = find_model(args, default_job)
-    job = Job(model, scale, default_job, ref, save, items, checkpoint=prefix, blend=blend)
-    job.outdir = os.path.join(args.savepath, job.folder)
-    job.columns = metric_columns(args, ref)
-    check_outputs(args, job.outdir, save, job.columns)
-    return job
-
-
-def remove_leftovers(folders):
-    """Remove the temporary files that killed runs left in `folders` (utils.remove_dead_temporaries),
-    with one note line."""
-    for folder in sorted(folders):
-        removed = utils.remove_dead_temporaries(folder)
-        if removed:
-            print('note: removed %d temporary file%s of interrupted runs in %s (%s)'
-                  % (len(removed), '' if len(removed) == 1 else 's', folder, ', '.join(removed)))
-
-
 def run(args):
-    job = plan_job(args)
+    """The job of the parsed options, run: its images super-resolved, scored, saved; the exit status."""
+    job = jobs.plan(args)   # every option, folder, checkpoint and output location checked
     n = len(job.items)
-    print('job: %s, %d image%s, x%d' % ('bundled sample photos (scikit-image)' if job.default_job else args.datapath,
+    print('job: %s, %d image%s, x%d' % ('bundled sample photos (scikit-image)' if job.default_job else job.datapath,
                                         n, '' if n == 1 else 's', job.scale))
-    up = upscaler.make(job, args)
-    record = report.job_record(job, args, up.gens)
-    if args.engine != 'tensorflow':   # its own CSV name; TensorFlow's jobs keep theirs
-        record['engine'] = args.engine
-    csv_path = args.csv or os.path.join(job.outdir, report.csv_name(record))
-    remove_leftovers({job.outdir, os.path.dirname(os.path.abspath(csv_path))} if job.save or job.columns else ())
+    up = upscaler.make(job)
+    record = report.job_record(job, up.gens)
+    csv_path = job.csv or os.path.join(job.outdir, report.csv_name(record))
+    jobs.remove_leftovers({job.outdir, os.path.dirname(os.path.abspath(csv_path))} if job.save or job.columns else ())
     sys.stdout.flush()
-    tally = pipeline.Pipeline(job, up, args.tile).run()
+    tally = pipeline.Pipeline(job, up).run()
     return report.report(job, tally, record, csv_path)
 
 

@@ -2,11 +2,11 @@
 stages of main.py, driven by loop.train_stage."""
 import tensorflow.compat.v1 as tf
 
-import checkpoints
-import distribute
-import loop
+from natsr import checkpoints
+from natsr.training import distribute
+from natsr.training import loop
 import model
-import trials
+from natsr.training import trials
 from model import NMD, Discriminator
 
 

@@ -9,24 +9,19 @@ import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-import tflog  # noqa: E402
+if __package__ in (None, ''):  # run as a script: the project root first on sys.path (docs/layout.md)
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-tflog.init()
-import checkpoints  # noqa: E402
-import device  # noqa: E402
-import exits  # noqa: E402
-import loop  # noqa: E402
-import tensorflow.compat.v1 as tf  # noqa: E402
-from Train_NMD.train import (check_side, count_correct, natural_votes, pair_accuracies,  # noqa: E402
-                             read_validation, shipping_graph)
+from natsr.process import exits, tflog
 
 
 def evaluate(checkpoint, val_tfrecord, sigma, alpha, draws=4, batch=32, seed=0):
     """{'noise': %, 'blur': %, 'clean': %, 'noisy': %, 'blurry': %, 'patches': n}: the two pair
     accuracies (mean of the clean and the unnatural class) and each class's own."""
+    import tensorflow.compat.v1 as tf
+    from natsr import checkpoints, device
+    from natsr.training import loop
+    from Train_NMD.train import check_side, count_correct, natural_votes, pair_accuracies, read_validation, shipping_graph
     check_side(val_tfrecord, loop.check_records(val_tfrecord, 'NMD'))
     hr, ilr = read_validation(val_tfrecord, 10 ** 9)
     with tf.Graph().as_default():
@@ -50,6 +45,7 @@ def main(argv=None):
     p.add_argument('--alpha', type=float, required=True, help='blur weight (the final alpha of training)')
     p.add_argument('--draws', type=int, default=4, help='noise draws per patch (default %(default)s)')
     args = p.parse_args(argv)
+    tflog.init()
     return exits.main(lambda: report(args))
 
 

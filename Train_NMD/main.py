@@ -12,27 +12,19 @@ import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-import exits  # noqa: E402
-import tflog  # noqa: E402
-from generate_Dataset import records  # noqa: E402  (no TensorFlow)
+if __package__ in (None, ''):  # run as a script: the project root first on sys.path (docs/layout.md)
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-if __name__ == '__main__':  # a damaged TFRecord: one line now, not after TensorFlow's start-up
-    problem = records.problem_in_command(sys.argv[1:], ('--tfrecord_path', '--val_tfrecord_path'))
-    if problem:
-        sys.exit(exits.error(problem))
-tflog.init('--verbose' in sys.argv[1:])  # before TensorFlow starts: log output, graph mode
-import device  # noqa: E402
-
-device.select_gpu(device.gpu_value(sys.argv))
-import loop  # noqa: E402
-from Train_NMD import config  # noqa: E402
-from Train_NMD import train  # noqa: E402
+from natsr.process import tflog
+from natsr.training import entry  # no TensorFlow: it runs before TensorFlow starts
 
 
 def main(argv=None):
+    argv, status = entry.start(argv, ('--tfrecord_path', '--val_tfrecord_path'))
+    if status is not None:
+        return status
+    from natsr.training import loop
+    from Train_NMD import config, train
     parser = tflog.add_flag(loop.config_parser(config, __doc__.split('\n')[0]))
     parser.epilog, parser.formatter_class = __doc__.split('\n', 2)[2], argparse.RawDescriptionHelpFormatter
     return loop.run_main(parser, train, argv, 'Model/NMD')

@@ -3,9 +3,9 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
-import distribute
-import loop
-import trials
+from natsr.training import distribute
+from natsr.training import loop
+from natsr.training import trials
 from generate_Dataset import records
 from model import NMD
 from Train_NMD.curriculum import HISTORY, curriculum_update  # noqa: F401 (HISTORY: checkpoint layout)

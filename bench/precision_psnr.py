@@ -12,13 +12,12 @@ import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+if __package__ in (None, ''):  # run as a script: the project root first on sys.path (docs/layout.md)
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAFE_DB = 0.05
 
 
@@ -32,12 +31,12 @@ def main(argv=None):
     p.add_argument('--emulate-bf16', action='store_true', help='software bfloat16 on CPUs without AVX512_BF16 / AMX')
     args = p.parse_args(argv)
     os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')
-    import tflog
+    from natsr.process import tflog
     tflog.init(graph=False)   # sr.Generator builds its own graphs, as in test.py
     import importlib.util
-    import device
-    import metrics
-    import sr
+    from natsr import device
+    from natsr.evaluation import metrics
+    from natsr.inference import sr
     import utils
     spec = importlib.util.spec_from_file_location('natsr_test_script', os.path.join(ROOT, 'test.py'))
     script = importlib.util.module_from_spec(spec)

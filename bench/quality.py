@@ -37,16 +37,15 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
+if __package__ in (None, ''):  # run as a script: the project root first on sys.path (docs/layout.md)
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import utils
+from natsr.evaluation import metrics
+from natsr.imresize import imresize
+from natsr.process import tflog
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-import tflog  # noqa: E402
-
-tflog.init(graph=False)   # sr.Generator builds its own graphs
-import metrics  # noqa: E402
-import utils  # noqa: E402
-from imresize import imresize  # noqa: E402
-
 VAL = 'DIV2K-val'
 SETS = ('Set5', 'Set14', 'BSD100', VAL)
 FOLDERS = {VAL: os.path.join('DIV2K', 'HR')}     # under --data; a benchmark's is <name>/HR
@@ -422,8 +421,9 @@ def main(argv=None):
     except ValueError as e:
         print('error: %s' % e, file=sys.stderr)
         return 2
-    import checkpoints
-    import sr
+    tflog.init(graph=False)   # sr.Generator builds its own graphs
+    from natsr import checkpoints
+    from natsr.inference import sr
     skip = ('niqe',) if args.no_niqe else ()
     rows, report, images = [], [], {}
     for scale in scales:

@@ -28,13 +28,10 @@ import resource
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-for path in (ROOT, HERE, os.path.join(ROOT, 'tools')):   # tools/: the PyTorch peer, torch_mirror.networks
-    if path not in sys.path:
-        sys.path.insert(0, path)
+if __package__ in (None, ''):  # run as a script: the project root first on sys.path (docs/layout.md)
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 DEFAULT_CASES = '128,256,510x384,tiled'
 MARGIN = 46   # model.FRACTAL.receptive_margin, which the PyTorch child cannot import (it loads no TensorFlow)
@@ -101,7 +98,7 @@ def macs(h, w, scale):
 
 
 def tiled_macs(h, w, scale, tile):
-    import tiling
+    from natsr.inference import tiling
     return sum(macs(cy1 - cy0, cx1 - cx0, scale) for _, (cy0, cy1, cx0, cx1) in tiling.tile_boxes(h, w, tile, MARGIN))
 
 
@@ -126,7 +123,7 @@ def own_seconds():
 
 
 def rss_mb(field='VmHWM'):
-    from memory import rss_bytes
+    from natsr.inference.memory import rss_bytes
     return rss_bytes(field) / float(1 << 20)
 
 
@@ -134,7 +131,7 @@ SHOWN_FLAGS = ('avx2', 'fma', 'f16c', 'avx512f', 'avx512_vnni', 'avx512_bf16', '
 
 
 def machine(torch_mod=None):
-    import device
+    from natsr import device
     import tensorflow as tf
     flags = device.cpu_flags()
     info = {'cpu': device.cpu_model(), 'cpu_flags': ' '.join(f for f in SHOWN_FLAGS if f in flags) or 'n/a',
@@ -151,13 +148,13 @@ def machine(torch_mod=None):
 
 def strip_rows(args):
     """The --strip-rows values, as ints (default: [sr.STRIP_ROWS])."""
-    import sr
+    from natsr.inference import sr
     return [int(v) for v in args.strip_rows.split(',')] if args.strip_rows else [sr.STRIP_ROWS]
 
 
 class TFEngine(object):
     def __init__(self, scale, precision, checkpoint, xla, emulate, rows, named=False):
-        import sr
+        from natsr.inference import sr
         self.gen = sr.Generator(scale, checkpoint, precision=precision, seed=0, xla=xla, emulate_bf16=emulate,
                                 strip_rows=rows)
         self.name = 'TF %s%s%s' % (precision, ' XLA' if xla else '', ' strips %d' % rows if named else '')
@@ -171,7 +168,7 @@ class TFEngine(object):
 class TorchEngine(object):
     def __init__(self, scale, weights, layout):
         import torch
-        from torch_mirror import networks
+        from tools.torch_mirror import networks
         self.torch = torch
         self.channels_last = layout == 'channels_last'
         net = networks.load_tf_weights(networks.Fractal(scale).eval(), weights)
@@ -188,7 +185,7 @@ class TorchEngine(object):
             return self.net(t).permute(0, 2, 3, 1).contiguous().numpy()
 
     def __call__(self, lr, tile=None, batch=None):
-        import tiling
+        from natsr.inference import tiling
         if not tile or max(lr.shape[:2]) <= tile:
             return self.batch(lr[None])[0]
         return tiling.tiled(self.batch, lr, self.scale, tile, MARGIN, batch=batch or 1)
@@ -197,7 +194,7 @@ class TorchEngine(object):
 class RuntimeEngine(object):
     """An exported float32 model (export.py --io float32) run by an engines.py runtime."""
     def __init__(self, runtime, path, scale):
-        import engines
+        from natsr.deploy import engines
         self.engine = engines.Engine(runtime, path, scale, MARGIN)
         self.name = runtime
         self.what = self.engine.what
@@ -208,7 +205,7 @@ class RuntimeEngine(object):
 
 def runtimes(args):
     """The --runtimes names: auto, those whose packages are installed."""
-    import engines
+    from natsr.deploy import engines
     if args.runtimes == 'none':
         return []
     if args.runtimes == 'auto':
@@ -224,11 +221,11 @@ def runtimes(args):
 
 def export_models(args, gen, names, folder):
     """{runtime: path} of the float32 exports of `gen`'s weights in `folder`."""
-    import convert
-    import engines
-    import export
+    from natsr.deploy import convert
+    from natsr.deploy import engines
+    from natsr.deploy import serving
     weights = gen.weights()
-    return {r: export.export_weights(weights, args.scale, os.path.join(folder, r + convert.SUFFIX[engines.FORMAT[r]]),
+    return {r: serving.export_weights(weights, args.scale, os.path.join(folder, r + convert.SUFFIX[engines.FORMAT[r]]),
                                      fmt=engines.FORMAT[r], io='float32') for r in names}
 
 
@@ -243,7 +240,7 @@ def parse_case(text):
 
 
 def time_one(engine, lr, tile, batch):
-    from memory import reset_peak_rss
+    from natsr.inference.memory import reset_peak_rss
     b0, c0 = busy_seconds(), own_seconds()
     reset_peak_rss()
     before = rss_mb('VmRSS')
@@ -259,7 +256,7 @@ def time_one(engine, lr, tile, batch):
 def memory_child(args, engine_name, case):
     """One engine, one pass of `case` in this fresh process; prints JSON {base_mb, peak_mb}. The
     PyTorch child imports no TensorFlow: its weights come from --weights-npz."""
-    from memory import reset_peak_rss
+    from natsr.inference.memory import reset_peak_rss
     label, h, w = parse_case(case)
     tile = args.tile if label == 'tiled' else None
     if engine_name == 'tf':
@@ -296,7 +293,7 @@ def memory(args):
     import importlib.util
     import subprocess
     import tempfile
-    import sr
+    from natsr.inference import sr
     with_torch = args.torch == 'on' or (args.torch == 'auto' and importlib.util.find_spec('torch') is not None)
     names = runtimes(args)
     info = machine()
@@ -350,15 +347,15 @@ def main(argv=None):
     os.environ['TF_ENABLE_ONEDNN_OPTS'] = '1' if args.onednn == 'on' else '0'  # before TensorFlow starts
     if args.xla:
         os.environ.setdefault('TF_XLA_FLAGS', '--tf_xla_cpu_global_jit')
-    import tflog
+    from natsr.process import tflog
     tflog.quiet()
     if args.memory_child:
         return memory_child(args, *args.memory_child)
     if args.memory:
         return memory(args)
-    import device
-    import tiling
-    from memory import available_memory
+    from natsr import device
+    from natsr.inference import tiling
+    from natsr.inference.memory import available_memory
     torch_mod = None
     if args.torch != 'off':
         try:

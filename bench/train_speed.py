@@ -22,13 +22,12 @@ import os
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
-import tflog  # noqa: E402
+if __package__ in (None, ''):  # run as a script: the project root first on sys.path (docs/layout.md)
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-tflog.init()
-import numpy as np  # noqa: E402
+import numpy as np
+
+from natsr.process import tflog
 
 SHAPES = {'paper': (32, 192), 'small': (4, 96)}   # (batch, HR patch side)
 SCALE = 4
@@ -39,8 +38,8 @@ def stage_graph(stage, batch, patch, precision, scale=SCALE, tfrecord=None):
     random patches, or with `tfrecord` on its batches through records.dataset."""
     import tensorflow.compat.v1 as tf
     import config
-    import device
-    import loop
+    from natsr import device
+    from natsr.training import loop
     import train
     from generate_Dataset import records
     from Train_NMD import config as nmd_config
@@ -146,8 +145,8 @@ def main(argv=None):
                    help='also time the iterations with the trainers\' input pipeline on this TFRecord (input-bound check)')
     p.add_argument('--batch', type=int, default=16, help='batch of the --tfrecord check (default %(default)s)')
     args = p.parse_args(argv)
-    import device
-    import loop  # noqa: F401  (graph mode)
+    tflog.init()
+    from natsr import device
     print('device: %s; load average %s\n' % (device.device_name(), ' '.join(open('/proc/loadavg').read().split()[:3])
                                              if os.path.exists('/proc/loadavg') else 'n/a'))
     if args.tfrecord:

@@ -1,5 +1,5 @@
 """The training-data generators (generate_NatSR.py, generate_TrainNMD.py): build.py drives them."""
-import exits
+from natsr.process import exits
 
 
 class DataError(exits.UsageError):

@@ -35,7 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 import config
-import exits
+from natsr.process import exits
 from generate_Dataset import DataError, cutting, inputs, patches, pool, records, workdir
 from generate_Dataset.shuffle import ShuffleWriter
 

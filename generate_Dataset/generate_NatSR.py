@@ -9,15 +9,15 @@ The implementation, shared with generate_TrainNMD.py, is in build.py and patches
 import os
 import sys
 
-if __package__ in (None, ''):  # run as a script: import from the project root, not from this folder
+if __package__ in (None, ''):  # run as a script: the project root first on sys.path (docs/layout.md)
     sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-import tflog  # noqa: E402
 
-tflog.init(graph=False)
-from generate_Dataset import build  # noqa: E402
+from generate_Dataset import build
+from natsr.process import tflog
 
 
 def main(argv=None):
+    tflog.init(graph=False)
     return build.main('NatSR', argv)
 
 

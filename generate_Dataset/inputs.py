@@ -6,7 +6,7 @@ import sys
 
 import utils
 from generate_Dataset import DataError, patches
-from imresize import imresize
+from natsr.imresize import imresize
 
 
 def list_folder(folder):

@@ -6,7 +6,7 @@ on uint8 RGB arrays; the streaming, shuffling and writing live in build.py.
 """
 import numpy as np
 
-from imresize import imresize
+from natsr.imresize import imresize
 
 PATCH_PER_SCALE = 48     # HR patch side = 48 * scale (192 at x4): the LR patch is 48 x 48
 STRIDE = 120             # in HR pixels

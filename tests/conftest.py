@@ -2,16 +2,13 @@ import functools
 import os
 import sys
 
+import pytest
+
+from natsr.process import tflog   # the project root is on sys.path: pytest.ini's pythonpath
+
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 SHARED = os.path.abspath(os.environ.get('NATSR_SHARED', os.path.join(ROOT, '..', 'shared')))
-
-import pytest  # noqa: E402
-
-import tflog  # noqa: E402
-
 tflog.init()  # as every command: TensorFlow's start-up lines off, graph mode (the tests build graphs as the trainers do)
 
 

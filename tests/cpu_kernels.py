@@ -46,7 +46,7 @@ def rel_diff(got, want):
 def strips_exact():
     """Whether strips must equal one piece bit for bit in this process: with oneDNN's ops."""
     sys.path.insert(0, ROOT)
-    import device
+    from natsr import device
     return device.onednn_enabled()
 
 
@@ -85,7 +85,7 @@ def generator_outputs(scale, prefix=None, lr=None, rows=GEN_STRIP_ROWS, halo=Non
     with its last stage in strips of each of `rows` rows (`halo`: context rows of the strips,
     default model.in_row_strips's): (one piece, [strips...])."""
     import model
-    import sr
+    from natsr.inference import sr
     if lr is None:
         lr = np.random.RandomState(scale).rand(LR_SHAPE[0], LR_SHAPE[1], 3).astype(np.float32)
     seed = None if prefix else scale
@@ -118,7 +118,7 @@ def deep_image():
 def deep_output(img=None):
     """The 16-bit path of test.py with a random x2 generator (seed 7): uint16 -> float in [0, 1]
     -> network (fp32) -> clipped -> rounded to uint16."""
-    import sr
+    from natsr.inference import sr
     import utils
     gen = sr.Generator(2, seed=7)
     try:
@@ -169,7 +169,7 @@ def variant_adds_nothing(name):
     """Whether VARIANTS[`name`] runs the kernels this process runs (same oneDNN-ops state, same
     ISA), or those of another variant: a cap at AVX2 changes nothing on a CPU without AVX-512, so
     there the '-native' variants repeat the '-avx2' ones."""
-    import device
+    from natsr import device
     env = VARIANTS[name]
     no_avx512 = 'avx512f' not in device.cpu_flags()
     if no_avx512 and name.endswith('-native'):
@@ -183,9 +183,9 @@ def variant_adds_nothing(name):
 def main(out):
     sys.path.insert(0, ROOT)
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-    import tflog
+    from natsr.process import tflog
     tflog.init()
-    import device
+    from natsr import device
     res = child_results()
     res['onednn'] = np.array(device.onednn_enabled())
     np.savez(out, **res)

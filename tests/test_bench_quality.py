@@ -27,7 +27,7 @@ def bench_data(tmp_path):
 
 
 def random_models(tmp_path, models=(('FRSR', 4, 0), ('NatSR', 4, 1), ('FRSR_x2', 2, 0))):
-    import sr
+    from natsr.inference import sr
     for name, scale, seed in models:
         g = sr.Generator(scale, seed=seed)
         g.save(str(tmp_path / 'Model' / name))

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-import tflog
+from natsr.process import tflog
 from conftest import ROOT
 
 
@@ -34,8 +34,9 @@ def test_tensorflow_chatter_is_silenced_unless_verbose(verbose):
 
 def test_graph_mode_is_set_by_init_not_by_imports():
     """Importing the library modules leaves TensorFlow as it is; tflog.init() switches to graph mode."""
-    code = ('import tensorflow as tf, ops, model, loop, distribute, train, sr; before = tf.executing_eagerly(); '
-            'import tflog; tflog.init(); print(before, tf.executing_eagerly())')
+    code = ('import tensorflow as tf, ops, model, train; from natsr.training import loop, distribute; '
+            'from natsr.inference import sr; before = tf.executing_eagerly(); '
+            'from natsr.process import tflog; tflog.init(); print(before, tf.executing_eagerly())')
     res = command('-c', code)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ['True', 'False']

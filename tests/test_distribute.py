@@ -62,11 +62,11 @@ def _converge_spectral_norms(sess, tf):
 def worker_compare(model, out_dir):
     """One iteration of `model` on one device, then under MirroredStrategy on 2 logical CPUs,
     from the same initial variables and on the same global batch; saves both results."""
-    import distribute
+    from natsr.training import distribute
     devices = distribute.logical_cpus(2)
     import tensorflow.compat.v1 as tf
     import config
-    import loop
+    from natsr.training import loop
     import train
     args = loop.config_parser(config, '').parse_args(
         ['--model', model, '--batch_size', str(BATCH), '--patch_size', str(PATCH), '--scale', str(SCALE)])
@@ -112,7 +112,7 @@ def worker_ragan(out_dir):
     """The RaGAN losses of train.py on a toy critic `d * x` and generator `g * x`: one SGD
     D step then one G step, on one device and under MirroredStrategy (2 logical CPUs), on a
     batch whose halves (one per replica) have very different means."""
-    import distribute
+    from natsr.training import distribute
     devices = distribute.logical_cpus(2)
     import tensorflow.compat.v1 as tf
     import train
@@ -419,7 +419,7 @@ def test_batch_must_split_evenly(data, tmp_path):
 if __name__ == '__main__':      # the subprocess of a test
     sys.path.insert(0, ROOT)
     os.chdir(ROOT)
-    import tflog
+    from natsr.process import tflog
     tflog.graph_mode()          # as the trainers run (main.py calls tflog.init)
     if sys.argv[1] == 'compare':
         worker_compare(sys.argv[2], sys.argv[3])

@@ -4,7 +4,7 @@ import signal
 
 import pytest
 
-import exits
+from natsr.process import exits
 
 
 def test_errors_and_signals_map_to_one_line_and_a_status(capsys):
@@ -44,14 +44,13 @@ def test_sigterm_unwinds_like_ctrl_c_then_the_old_handler_is_back(capsys):
 def test_every_commands_error_is_a_usage_error():
     """One UsageError: test.py's and export.py's are it; the generators', trainers', checkpoints' and
     precisions' errors are its kinds, so exits.main gives them all status 2."""
-    import checkpoints
-    import device
+    from natsr import checkpoints
+    from natsr import device
     import export
-    import loop
-    from conftest import load_script_module
+    from natsr.training import loop
     from generate_Dataset import build
-    test_script = load_script_module()
-    assert test_script.UsageError is exits.UsageError and export.UsageError is exits.UsageError
+    from natsr.inference import job as jobs
+    assert jobs.UsageError is exits.UsageError and export.UsageError is exits.UsageError
     for kind in (build.DataError, loop.TrainingError, checkpoints.CheckpointError, device.PrecisionError):
         assert issubclass(kind, exits.UsageError), kind
     assert loop.main_guard(lambda: device.session_config('bf16', deterministic=True)) == 2

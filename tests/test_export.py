@@ -6,9 +6,9 @@ import sys
 import numpy as np
 import pytest
 
-import device
+from natsr import device
 import export
-import sr
+from natsr.inference import sr
 import utils
 from conftest import ROOT, load_in_tf2, load_script_module
 

@@ -7,11 +7,12 @@ import os
 import numpy as np
 import pytest
 
-import convert
-import engines
+from natsr.deploy import convert
+from natsr.deploy import engines
+from natsr.deploy import serving
 import export
 import model
-import sr
+from natsr.inference import sr
 from conftest import ROOT
 from conftest import load_script_module
 
@@ -102,7 +103,7 @@ def test_rounding_in_float32_is_matlabs(tmp_path):
     rounding boundary, where a plain float32 floor(y * 255 + 0.5) is off by one."""
     import tensorflow.compat.v1 as tf
     import utils
-    c = export.uint8_thresholds()[1:-1]
+    c = serving.uint8_thresholds()[1:-1]
     y = (c.view(np.int32)[:, None] + np.arange(-40, 40)).astype(np.int32).view(np.float32).ravel()
     y = np.concatenate([y[(y >= 0) & (y <= 1)], np.float32([0, 1])])
     want = utils.to_uint(y)
@@ -110,7 +111,7 @@ def test_rounding_in_float32_is_matlabs(tmp_path):
     assert (naive != want).any()   # the boundaries do need the correction
     with tf.Graph().as_default():
         ph = tf.placeholder(tf.float32, [None])
-        out = export.round_to_uint8(ph)
+        out = serving.round_to_uint8(ph)
         with tf.Session() as sess:
             got = sess.run(out, {ph: y})
     assert got.dtype == np.uint8 and np.array_equal(got, want)
@@ -131,7 +132,7 @@ def test_format_errors(tmp_path, capsys):
 def test_test_py_engine_gives_tensorflows_results(tmp_path):
     """test.py --engine openvino (tiled, scored against HR): the pixels within 1 level and the PSNR within
     0.01 dB of TensorFlow's run, a CSV of its own; a non-fp32 --precision is refused (exit 2)."""
-    from imresize import imresize
+    from natsr.imresize import imresize
     from test_test_script import job_csv, script
     import utils
     if engines.missing('openvino'):

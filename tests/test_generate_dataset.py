@@ -21,11 +21,11 @@ import imageio.v3 as iio
 import numpy as np
 import pytest
 
-import exits
+from natsr.process import exits
 import utils
 from conftest import shared_path, tf_example
 from generate_Dataset import build, cutting, patches, pool, records, shuffle, workdir
-from imresize import imresize
+from natsr.imresize import imresize
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = [(38, 45), (40, 34), (27, 52)]

@@ -7,17 +7,19 @@ import sys
 
 from conftest import ROOT
 
-PACKAGES = ('Train_NMD', 'generate_Dataset', 'tools', 'bench')
+PACKAGES = ('natsr', 'Train_NMD', 'generate_Dataset', 'tools', 'bench')
 
 
 def project_modules():
-    """{module name: file} of the project: the top-level modules and those of PACKAGES."""
+    """{dotted module name: file} of the project: the top-level modules and those of PACKAGES (their
+    subpackages included)."""
     found = {f[:-3]: os.path.join(ROOT, f) for f in os.listdir(ROOT) if f.endswith('.py')}
     for pkg in PACKAGES:
-        folder = os.path.join(ROOT, pkg)
-        for f in os.listdir(folder):
-            if f.endswith('.py') and f != '__init__.py':
-                found['%s.%s' % (pkg, f[:-3])] = os.path.join(folder, f)
+        for folder, _, files in os.walk(os.path.join(ROOT, pkg)):
+            prefix = os.path.relpath(folder, ROOT).replace(os.sep, '.')
+            for f in files:
+                if f.endswith('.py') and f != '__init__.py':
+                    found['%s.%s' % (prefix, f[:-3])] = os.path.join(folder, f)
     return found
 
 
@@ -62,12 +64,19 @@ def cycle(graph):
 
 def test_no_import_cycle():
     modules = project_modules()
-    graph = {m: imports(f, modules, m.split('.')[0] if '.' in m else None) - {m} for m, f in modules.items()}
+    graph = {m: imports(f, modules, m.rsplit('.', 1)[0] if '.' in m else None) - {m} for m, f in modules.items()}
     assert cycle(graph) is None, ' -> '.join(cycle(graph))
     # the split of sr.py: the inference wrapper leans on the parts, the parts not on it nor on the trainers
-    assert {'checkpoints', 'device', 'tiling', 'memory', 'model'} <= graph['sr']
-    for part in ('checkpoints', 'device', 'tiling', 'memory', 'model'):
-        assert not graph[part] & {'sr', 'loop', 'train', 'test'}, (part, graph[part])
+    sr, loop = 'natsr.inference.sr', 'natsr.training.loop'
+    parts = ('natsr.checkpoints', 'natsr.device', 'natsr.inference.tiling', 'natsr.inference.memory', 'model')
+    assert set(parts) <= graph[sr]
+    for part in parts:
+        assert not graph[part] & {sr, loop, 'train', 'test'}, (part, graph[part])
+    # the library never imports a command
+    commands = {'test', 'main', 'export', 'app'}
+    for name in modules:
+        if name.startswith('natsr.'):
+            assert not graph[name] & commands, (name, graph[name] & commands)
     # the detector finds a cycle when there is one (loop -> sr -> loop, as before the split)
     assert cycle({'loop': {'sr'}, 'sr': {'loop'}, 'utils': set()}) == ['loop', 'sr', 'loop']
 
@@ -76,7 +85,9 @@ CHECK = '''
 import os, sys
 sys.path.insert(0, %r)
 import importlib.util
-import checkpoints, device, export, memory, sr, tiling
+import export
+from natsr import checkpoints, device
+from natsr.inference import memory, sr, tiling
 assert 'tensorflow' not in sys.modules, 'importing the inference modules loaded TensorFlow'
 spec = importlib.util.spec_from_file_location('natsr_test_script', os.path.join(%r, 'test.py'))
 script = importlib.util.module_from_spec(spec)
@@ -101,7 +112,7 @@ def test_bicubic_and_gpu_flag_load_no_tensorflow(tmp_path):
 
 
 def test_gpu_flag_has_one_implementation(monkeypatch):
-    import device
+    from natsr import device
     monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '3')
     device.select_gpu(None)
     assert os.environ['CUDA_VISIBLE_DEVICES'] == '3'
@@ -118,4 +129,4 @@ def test_gpu_flag_has_one_implementation(monkeypatch):
         for i, line in enumerate(open(path), 1):
             if "environ['CUDA_VISIBLE_DEVICES'] =" in line:
                 setters.append('%s:%d' % (os.path.relpath(path, ROOT), i))
-    assert [s.split(':')[0] for s in setters] == ['device.py'], setters
+    assert [s.split(':')[0] for s in setters] == ['natsr/device.py'], setters

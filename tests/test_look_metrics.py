@@ -7,9 +7,9 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from conftest import ROOT, shared_path
-import metrics
+from natsr.evaluation import metrics
 import utils
-from imresize import imresize
+from natsr.imresize import imresize
 
 
 def sky_and_fronds():
@@ -83,8 +83,8 @@ def test_false_detail_flags_hatching_and_speckle_in_flat_areas():
 
 def shipped_outputs(count=4, scale=4):
     """HR, FRSR and NatSR x4 outputs of the first `count` BSD100 images (MATLAB-made LR)."""
-    import checkpoints
-    import sr
+    from natsr import checkpoints
+    from natsr.inference import sr
     paths = utils.list_images(shared_path('data', 'BSD100', 'HR'))[:count]
     hrs = [utils.modcrop(utils.read_rgb8(p), scale) for p in paths]
     out = {'HR': hrs}

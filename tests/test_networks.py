@@ -69,7 +69,7 @@ def save_from_original_graph(name, prefix, inputs, seed=0):
 
 @pytest.mark.parametrize('name, scale', [('FRSR', 4), ('FRSR_x2', 2)])
 def test_original_graph_weights_restore_into_ours(tmp_path, name, scale):
-    import sr
+    from natsr.inference import sr
     x = np.random.RandomState(1).rand(1, 12, 14, 3).astype(np.float32)
     prefix = str(tmp_path / name)
     want, = save_from_original_graph(name, prefix, [x])

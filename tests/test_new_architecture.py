@@ -2,24 +2,20 @@
 depth_to_space, in its own scope TOY), registered in this file alone, trains two steps (main.py
 --arch), is exported (main.py --export, tools/convert_weights.py, export.py's SavedModel) and
 super-resolves in test.py (--arch), tiles included (its receptive margin is its own)."""
-import os
-import sys
 
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import checkpoints
+from natsr import checkpoints
 import export
 import main as sr_main
 import model
-import sr
+from natsr.inference import sr
 import utils
-from conftest import ROOT, load_in_tf2, load_script_module, make_tfrecord
+from conftest import load_in_tf2, load_script_module, make_tfrecord
 from ops import conv2d
-
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
-import convert_weights  # noqa: E402
+from tools import convert_weights
 
 PATCH = 16
 

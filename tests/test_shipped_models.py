@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-import metrics
+from natsr.evaluation import metrics
 import utils
 
 from conftest import ROOT, original_variables, our_variables
-from imresize import imresize
+from natsr.imresize import imresize
 
 MODEL = os.path.join(ROOT, 'Model')
 SHIPPED = [('FRSR', 4), ('FRSR_x2', 2), ('FRSR_x3', 3), ('NatSR', 4), ('NMD', 'NMD')]
@@ -95,8 +95,8 @@ def test_nmd_prefers_natural_patches(photo):
 
 def test_dial_ends_are_frsr_and_natsr(photo):
     """test.py --blend A runs (1 - A) FRSR + A NatSR: A = 0 is FRSR's output, A = 1 NatSR's, bit for bit."""
-    import checkpoints
-    import sr
+    from natsr import checkpoints
+    from natsr.inference import sr
     _, lr = photo
     x = lr.astype(np.float32) / 255.0
     frsr, natsr = shipped('FRSR'), shipped('NatSR')

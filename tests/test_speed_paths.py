@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-import device
-import loop
-import sr
-import tiling
+from natsr import device
+from natsr.training import loop
+from natsr.inference import sr
+from natsr.inference import tiling
 from conftest import ROOT
 from model import FRACTAL
 
@@ -155,7 +155,7 @@ def test_bf16_graph_close_to_fp32(fp32, checkpoint, monkeypatch):
 EMULATED = '''
 import sys
 import numpy as np
-import sr
+from natsr.inference import sr
 gen32 = sr.Generator(4, sys.argv[1])
 gen16 = sr.Generator(4, sys.argv[1], precision='bf16', emulate_bf16=True)
 rng = np.random.RandomState(0)
@@ -210,16 +210,14 @@ def test_tile_batch_from_memory():
     assert tiling.tile_batch(100, side * side * per * 3, per, margin) == 3
     assert tiling.tile_batch(100, 1, per, margin) == 1
     assert tiling.tile_batch(100, 1 << 60, per, margin) == 16
-    sys.path.insert(0, os.path.join(ROOT, 'bench'))
-    import speed   # its PyTorch child tiles with FRACTAL's margin without importing model.py (TensorFlow)
+    from bench import speed   # its PyTorch child tiles with FRACTAL's margin without importing model.py (TensorFlow)
     assert speed.MARGIN == margin
 
 
 # ---------------------------------------------------------------- the benchmark's counting (its PyTorch peer: test_torch_mirror.py)
 
 def test_counted_multiply_adds():
-    sys.path.insert(0, os.path.join(ROOT, 'bench'))
-    import speed
+    from bench import speed
     assert speed.macs(1, 1, 4) == 5423808                   # 5.42 M per LR pixel at x4
     assert abs(2 * speed.macs(128, 128, 4) / 1e9 - 177.7) < 0.1
     # the tiled case counts each tile with its context
@@ -229,8 +227,7 @@ def test_counted_multiply_adds():
 # ---------------------------------------------------------------- bench/speed.py --memory
 
 def test_memory_children_repeat_the_options():
-    sys.path.insert(0, os.path.join(ROOT, 'bench'))
-    import speed
+    from bench import speed
     args = speed.parse_args(['--memory', '--scale', '2', '--tile', '40', '--checkpoint', 'Model/X', '--batch', '3',
                              '--strip-rows', '0', '--precision', 'bf16', '--emulate-bf16', '--threads', '1'])
     child = speed.parse_args(['--memory-child', 'tf', '16'] + speed.child_args(args))
@@ -244,15 +241,13 @@ def test_memory_child_of_the_peer_loads_no_tensorflow(tmp_path):
     """The PyTorch child of --memory takes its weights from an .npz and never imports TensorFlow,
     so its resident memory is the peer's own."""
     torch = pytest.importorskip('torch', reason='PyTorch is an optional benchmark dependency (requirements-bench.txt)')
-    bench = os.path.join(ROOT, 'bench')
-    sys.path.insert(0, os.path.join(ROOT, 'tools'))
-    from torch_mirror import networks
+    from tools.torch_mirror import networks
     torch.manual_seed(0)
     npz = str(tmp_path / 'weights.npz')
     np.savez(npz, **networks.tf_weights(networks.Fractal(2)))
-    code = ('import sys; sys.path[:0] = [%r, %r]; import speed; '
+    code = ('import sys; sys.path.insert(0, %r); from bench import speed; '
             "speed.main(['--memory-child', 'torch', '12', '--scale', '2', '--threads', '1', '--weights-npz', %r]); "
-            "print('tensorflow' in sys.modules)" % (ROOT, bench, npz))
+            "print('tensorflow' in sys.modules)" % (ROOT, npz))
     res = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     lines = res.stdout.strip().splitlines()

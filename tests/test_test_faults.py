@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import metrics
+from natsr.evaluation import metrics
 import utils
 from conftest import ROOT, load_script_module, shared_path
-from imresize import imresize
+from natsr.imresize import imresize
 
 SCRIPT = os.path.join(ROOT, 'test.py')
 
@@ -133,7 +133,8 @@ def test_a_later_run_removes_the_temporaries_of_dead_processes_only(tmp_path):
 LIMITED = '''
 import resource, sys
 sys.path.insert(0, %r)
-import memory, utils
+import utils
+from natsr.inference import memory
 used = int(utils.proc_field('/proc/self/status', 'VmSize:').split()[0]) << 10
 resource.setrlimit(resource.RLIMIT_AS, (used + (300 << 20), resource.RLIM_INFINITY))
 room = memory.available_memory()
@@ -217,8 +218,8 @@ def test_full_disk_after_one_image_says_it_is_kept(tmp_path, monkeypatch, capsys
 
 
 def test_blend_of_checkpoints_that_differ_names_the_one(tmp_path):
-    import checkpoints
-    import sr
+    from natsr import checkpoints
+    from natsr.inference import sr
     for scale, name in ((2, 'x2'), (4, 'x4')):
         g = sr.Generator(scale, seed=scale)
         g.save(str(tmp_path / name))

@@ -17,7 +17,10 @@ import pytest
 import cpu_kernels
 import utils
 from conftest import ROOT, load_script_module, shared_path
-from imresize import imresize
+from natsr.imresize import imresize
+from natsr.inference import job as jobs
+from natsr.inference import memory, report
+from natsr.process.exits import UsageError
 
 SCRIPT = os.path.join(ROOT, 'test.py')
 SET5_BICUBIC = {2: (33.66, 0.9299), 3: (30.39, 0.8682), 4: (28.42, 0.8104)}
@@ -88,7 +91,7 @@ def test_metrics_by_name(tmp_path):
     """--metrics names the columns of the table and the CSV (metrics.METRICS), in its order; --niqe adds
     niqe to the default psnr, ssim as before; the values are metrics.measure's."""
     import shutil
-    import metrics
+    from natsr.evaluation import metrics
     lr, hr = tmp_path / 'lr', tmp_path / 'hr'
     lr.mkdir()
     hr.mkdir()
@@ -146,7 +149,7 @@ def test_our_checkpoint_folder_and_image_kinds(tmp_path):
     """A random-weight FRSR_x2 checkpoint folder (`checkpoint` file + model-7.*), RGB / gray / RGBA /
     16-bit / TIFF / BMP inputs, a corrupt file, a text file named .png and a 1x1 image (below the
     networks' minimum), bare --save; stderr holds none of TensorFlow's start-up lines."""
-    import sr
+    from natsr.inference import sr
     lr_dir = tmp_path / 'lr'
     lr_dir.mkdir()
     images = {'rgb.png': random_image((16, 20, 3), 0), 'gray.png': random_image((12, 10), 1),
@@ -236,7 +239,7 @@ def test_original_checkpoint_with_reference_and_tiles(tmp_path):
     reader = tf.train.load_checkpoint(str(tmp_path / 'Model' / 'FRSR'))
     weights = {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map() if k.startswith('GEN/')}
     job = {'model': 'FRSR', 'scale': '4', 'checkpoint': str(tmp_path / 'Model' / 'FRSR'),
-           'weights': load_script_module().weights_hash(weights), 'datapath': str(lr_dir), 'labelpath': str(hr_dir),
+           'weights': report.weights_hash(weights), 'datapath': str(lr_dir), 'labelpath': str(hr_dir),
            'tile': '6', 'precision': 'fp32'}
     assert all({k: r[k] for k in job} == job for r in rows)
     assert not [f for f in os.listdir(tmp_path / 'out' / 'FRSR') if f.endswith('.csv')]
@@ -250,8 +253,8 @@ def test_original_checkpoint_with_reference_and_tiles(tmp_path):
 def test_checkpoint_of_another_model_or_without_weights():
     """The original release's .index files alone: a x2 index does not fit the x4 graph, and an
     index without its .data shard cannot be restored; both are one-line CheckpointErrors."""
-    import checkpoints
-    import sr
+    from natsr import checkpoints
+    from natsr.inference import sr
     ref = shared_path('reference', 'natsr-original')
     with pytest.raises(checkpoints.CheckpointError, match='does not fit this model .*lacks GEN/conv_up2'):
         sr.Generator(4, os.path.join(ref, 'FRSR_x2'))
@@ -317,27 +320,26 @@ def test_bad_model_name_is_a_usage_error(folders):
 
 
 def test_pairing_by_stem():
-    mod = load_script_module()
-    pairs = mod.pair_files(['L/babyx4.png', 'L/bird_x4.png', 'L/head.png', 'L/woman_X4.jpg'],
+    pairs = jobs.pair_files(['L/babyx4.png', 'L/bird_x4.png', 'L/head.png', 'L/woman_X4.jpg'],
                            ['H/baby.bmp', 'H/bird.png', 'H/head.bmp', 'H/woman.bmp'], 4)
     assert pairs == [('L/babyx4.png', 'H/baby.bmp'), ('L/bird_x4.png', 'H/bird.png'),
                      ('L/head.png', 'H/head.bmp'), ('L/woman_X4.jpg', 'H/woman.bmp')]
     # the suffix must be the scale's; an exact stem wins over a stripped one
-    with pytest.raises(mod.UsageError, match='no HR image for babyx2.png'):
-        mod.pair_files(['L/babyx2.png'], ['H/baby.bmp'], 4)
-    assert mod.pair_files(['L/ax4.png'], ['H/ax4.png'], 4) == [('L/ax4.png', 'H/ax4.png')]
-    assert mod.pair_files(['L/0001-x4.png', 'L/0002X4.png'], ['H/0001.png', 'H/0002.png'], 4) == [
+    with pytest.raises(UsageError, match='no HR image for babyx2.png'):
+        jobs.pair_files(['L/babyx2.png'], ['H/baby.bmp'], 4)
+    assert jobs.pair_files(['L/ax4.png'], ['H/ax4.png'], 4) == [('L/ax4.png', 'H/ax4.png')]
+    assert jobs.pair_files(['L/0001-x4.png', 'L/0002X4.png'], ['H/0001.png', 'H/0002.png'], 4) == [
         ('L/0001-x4.png', 'H/0001.png'), ('L/0002X4.png', 'H/0002.png')]
-    with pytest.raises(mod.UsageError, match='both pair with HR'):
-        mod.pair_files(['L/a.png', 'L/ax4.png'], ['H/a.png'], 4)
-    with pytest.raises(mod.UsageError, match='same name'):
-        mod.pair_files(['L/a.png'], ['H/a.png', 'H/a.bmp'], 4)
-    with pytest.raises(mod.UsageError, match=r'no LR image for b.png, c.png, d.png, e.png, f.png \.\.\. \(\+1 more\)'):
-        mod.pair_files(['L/a.png'], ['H/%s.png' % c for c in 'abcdefg'], 4)
+    with pytest.raises(UsageError, match='both pair with HR'):
+        jobs.pair_files(['L/a.png', 'L/ax4.png'], ['H/a.png'], 4)
+    with pytest.raises(UsageError, match='same name'):
+        jobs.pair_files(['L/a.png'], ['H/a.png', 'H/a.bmp'], 4)
+    with pytest.raises(UsageError, match=r'no LR image for b.png, c.png, d.png, e.png, f.png \.\.\. \(\+1 more\)'):
+        jobs.pair_files(['L/a.png'], ['H/%s.png' % c for c in 'abcdefg'], 4)
 
 
 def test_find_checkpoint_layouts(tmp_path):
-    import checkpoints
+    from natsr import checkpoints
 
     def touch(*parts):
         path = tmp_path.joinpath(*parts)
@@ -554,7 +556,7 @@ def test_bombs_and_images_too_large_for_memory_fail_alone(folders, monkeypatch, 
     mod = load_script_module()
     (folders / 'lr' / 'bomb.png').write_bytes(png_header(15000, 15000))
     utils.save_image(str(folders / 'lr' / 'large.png'), random_image((64, 64, 3), 4))
-    monkeypatch.setattr(mod.memory, 'available_memory', lambda: 1 << 20)   # 1 MB free
+    monkeypatch.setattr(memory, 'available_memory', lambda: 1 << 20)   # 1 MB free
     code = mod.main(['--model', 'bicubic', '--scale', '2', '--datapath', str(folders / 'lr'), '--save',
                      '--savepath', str(folders / 'out')])
     err = capsys.readouterr().err.replace('\r', '\n').splitlines()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import cpu_kernels
-import sr
-import tiling
+from natsr.inference import sr
+from natsr.inference import tiling
 from conftest import ROOT
 from model import FRACTAL
 

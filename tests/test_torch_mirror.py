@@ -13,10 +13,8 @@ import pytest
 torch = pytest.importorskip('torch', reason='PyTorch is an optional dependency (requirements-bench.txt)')
 
 from conftest import ROOT, shared_path  # noqa: E402
-
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
-import convert_weights  # noqa: E402
-from torch_mirror import data, networks, train  # noqa: E402
+from tools import convert_weights  # noqa: E402
+from tools.torch_mirror import data, networks, parts, train  # noqa: E402
 from Train_NMD import config as nmd_config  # noqa: E402
 
 
@@ -164,12 +162,12 @@ def test_npz_parts_round_trip(tmp_path):
     rng = np.random.RandomState(0)
     weights = {'GEN/a%d/conv2d/kernel' % i: rng.rand(1024, 1024).astype(np.float32) for i in range(9)}
     prefix = str(tmp_path / 'w')
-    convert_weights.save_parts(weights, prefix)
+    parts.save_parts(weights, prefix)
     parts = sorted(os.listdir(tmp_path))
     assert len(parts) == 3 and all(os.path.getsize(tmp_path / p) < 16 * 2 ** 20 for p in parts)
-    back = convert_weights.load_parts(prefix)
+    back = parts.load_parts(prefix)
     assert sorted(back) == sorted(weights) and all((back[k] == weights[k]).all() for k in weights)
-    convert_weights.save_parts(dict(list(weights.items())[:2]), prefix)   # fewer parts: old ones removed
+    parts.save_parts(dict(list(weights.items())[:2]), prefix)   # fewer parts: old ones removed
     assert len(os.listdir(tmp_path)) == 1
 
 
@@ -194,7 +192,7 @@ def test_train_without_tensorflow_then_ship(tmp_path):
     import tensorflow.compat.v1 as tf
     from model import NMD
     from conftest import random_checkpoint
-    import sr
+    from natsr.inference import sr
     pool = str(tmp_path / 'data')
     subprocess.check_call([sys.executable, os.path.join(ROOT, 'tools', 'prepare_pool.py'), '--labelpath',
                            shared_path('data', 'Set5', 'HR'), '--out', pool, '--patch', '32', '--stride', '64',
@@ -220,9 +218,9 @@ def test_train_without_tensorflow_then_ship(tmp_path):
     state = json.load(open(str(tmp_path / 'NMDt.json')))
     assert state['step'] == 2 and len(state['validation']) == 2
     assert all(0 <= v[k] <= 100 for v in state['validation'] for k in ('noise', 'blur'))
-    assert sorted(convert_weights.load_parts(str(tmp_path / 'NMDt'))) == sorted(
-        convert_weights.load_parts(str(tmp_path / 'NMD')))                 # CLASSIFIER, the TF names
-    frsr, natsr = convert_weights.load_parts(str(tmp_path / 'FRSR')), convert_weights.load_parts(str(tmp_path / 'NatSR'))
+    assert sorted(parts.load_parts(str(tmp_path / 'NMDt'))) == sorted(
+        parts.load_parts(str(tmp_path / 'NMD')))                 # CLASSIFIER, the TF names
+    frsr, natsr = parts.load_parts(str(tmp_path / 'FRSR')), parts.load_parts(str(tmp_path / 'NatSR'))
     assert len(frsr) == 106 and sorted(frsr) == sorted(natsr)
     assert any(not np.array_equal(frsr[k], natsr[k]) for k in frsr)    # the NatSR steps moved GEN
     log = json.load(open(str(tmp_path / 'NatSR.json')))['log']

@@ -12,12 +12,12 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from conftest import make_tfrecord, random_checkpoint
-import checkpoints
-import device
-import loop
+from natsr import checkpoints
+from natsr import device
+from natsr.training import loop
 import main as sr_main
 import train
-import trials
+from natsr.training import trials
 from model import FRACTAL, NMD
 from Train_NMD import main as nmd_main
 from Train_NMD import train as nmd_train
@@ -743,8 +743,9 @@ def test_sigterm_saves_the_last_completed_step_and_exits_143(data, tmp_path):
     child = (
         'import os, signal, sys\n'
         'sys.path.insert(0, %r)\n'
-        'import tflog; tflog.init()\n'
-        'import loop, main\n'
+        'from natsr.process import tflog; tflog.init()\n'
+        'import main\n'
+        'from natsr.training import loop\n'
         'class Bar(loop.tqdm):\n'
         '    def update(self, n=1):\n'
         '        super().update(n)\n'

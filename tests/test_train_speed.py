@@ -1,12 +1,6 @@
 """bench/train_speed.py runs every stage's training graph and reports its seconds per iteration, on a
 fixed batch and (the input-bound check) through the trainers' pipeline on a TFRecord."""
-import os
-import sys
-
-from conftest import ROOT
-
-sys.path.insert(0, os.path.join(ROOT, 'bench'))
-import train_speed  # noqa: E402
+from bench import train_speed
 
 
 def test_reports_every_stage(capsys, monkeypatch):

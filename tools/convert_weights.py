@@ -12,52 +12,13 @@ parts under 16 MB (PREFIX.part0.npz, PREFIX.part1.npz, ...). This script convert
 A generator other than FRACTAL (model.GENERATORS) is named by --arch.
 """
 import argparse
-import glob
 import os
 import sys
 
-import numpy as np
+if __package__ in (None, ''):  # run as a script: the project root first on sys.path (docs/layout.md)
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-PART_BYTES = 15 * 2 ** 20
-
-
-def save_parts(weights, prefix):
-    """Write `weights` (name -> array) as PREFIX.part0.npz, part1.npz, ... each under PART_BYTES,
-    atomically (temporary name, then rename); older parts beyond the new count are removed."""
-    parts, cur, size = [], {}, 0
-    for name in sorted(weights):
-        if cur and size + weights[name].nbytes > PART_BYTES:
-            parts.append(cur)
-            cur, size = {}, 0
-        cur[name], size = weights[name], size + weights[name].nbytes
-    parts.append(cur)
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-    for i, part in enumerate(parts):
-        tmp = '%s.part%d.tmp.npz' % (prefix, i)
-        np.savez(tmp, **part)
-        os.replace(tmp, '%s.part%d.npz' % (prefix, i))
-    for old in _parts(prefix)[len(parts):]:
-        os.remove(old)
-
-
-def _parts(prefix):
-    files = [f for f in glob.glob(glob.escape(prefix) + '.part*.npz') if f[len(prefix) + 5:-4].isdigit()]
-    return sorted(files, key=lambda f: int(f[len(prefix) + 5:-4]))
-
-
-def load_parts(prefix):
-    """The weights (name -> float32 array) of PREFIX.part*.npz."""
-    files = _parts(prefix)
-    if not files:
-        raise SystemExit('%s.part*.npz: no weights found' % prefix)
-    out = {}
-    for f in files:
-        with np.load(f) as z:
-            out.update({k: z[k] for k in z.files})
-    return out
+from tools.torch_mirror.parts import PART_BYTES, load_parts, save_parts  # noqa: F401  (PART_BYTES: the docs)
 
 
 def _model(name, scale, arch='FRACTAL'):
@@ -72,7 +33,7 @@ def _model(name, scale, arch='FRACTAL'):
 def to_npz(checkpoint, name, scale, out, arch='FRACTAL'):
     """The network weights of a TF checkpoint (training or shipping) -> npz parts."""
     import tensorflow.compat.v1 as tf
-    import checkpoints
+    from natsr import checkpoints
     build, scope = _model(name, scale, arch)
     with tf.Graph().as_default():
         build(tf.placeholder(tf.float32, [None, None, None, 3]))
@@ -85,7 +46,7 @@ def to_npz(checkpoint, name, scale, out, arch='FRACTAL'):
 
 
 def to_tf(weights, name, scale, out, arch='FRACTAL'):
-    import checkpoints
+    from natsr import checkpoints
     build, scope = _model(name, scale, arch)
     checkpoints.export_values(build, scope, out, load_parts(weights))
 
@@ -103,9 +64,9 @@ def main(argv=None):
         q.add_argument('--arch', default='FRACTAL', help='generator architecture (model.GENERATORS; default: FRACTAL)')
         q.add_argument('--out', required=True)
     args = p.parse_args(argv)
-    import tflog
+    from natsr.process import tflog
     tflog.init()
-    import exits
+    from natsr.process import exits
 
     def body():
         try:

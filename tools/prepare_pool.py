@@ -18,9 +18,11 @@ from multiprocessing import Pool
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import utils  # noqa: E402
-from generate_Dataset import patches  # noqa: E402
+if __package__ in (None, ''):  # run as a script: the project root first on sys.path (docs/layout.md)
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+import utils
+from generate_Dataset import patches
 
 
 def _one(job):

@@ -13,7 +13,13 @@ patches). Weights: TF-named .npz parts, for tools/convert_weights.py.
         --nmd out/NMD --seconds 180 --out out/NatSR_x4
     python tools/torch_train.py --stage NMD --data .gpu_data --val_list held_out.txt --seconds 95 --out out/NMD
 """
-from torch_mirror.train import main
+import os
+import sys
+
+if __package__ in (None, ''):  # run as a script: the project root first on sys.path (docs/layout.md)
+    sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+from tools.torch_mirror.train import main
 
 if __name__ == '__main__':
     main()

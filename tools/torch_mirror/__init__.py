@@ -9,13 +9,6 @@ trained), and the PyTorch peer of bench/speed.py.
     train.py     the three stages (FRSR, NatSR, NMD) and the command line of tools/torch_train.py
 
 Only torch and numpy (and the project's numpy modules: utils, imresize, generate_Dataset.patches,
-Train_NMD's config, curriculum and degrade): no module here imports TensorFlow. Import it with
-tools/ on sys.path (`import torch_mirror.networks`); the project root is put there too.
+Train_NMD's config, curriculum and degrade): no module here imports TensorFlow. Import it from the project root
+(`from tools.torch_mirror import networks`), as tools/torch_train.py and bench/speed.py do.
 """
-import os
-import sys
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-for _path in (ROOT, os.path.join(ROOT, 'tools')):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)

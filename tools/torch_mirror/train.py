@@ -19,12 +19,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-from convert_weights import load_parts, save_parts
 from Train_NMD import config as nmd_config, degrade
 from Train_NMD.curriculum import curriculum_update
 
 from .data import Patches, as_float, inject_dct
 from .losses import l1, naturalness, ragan
+from .parts import load_parts, save_parts
 from .networks import NMD, Discriminator, Fractal, init_tf1, load_tf_weights, tf_weights
 
 

@@ -38,8 +38,8 @@ import numpy as np
 from scipy.ndimage import correlate, gaussian_filter, maximum_filter, minimum_filter, uniform_filter
 from scipy.special import gamma
 
-import lpips_alex
-from imresize import imresize
+from natsr.evaluation import lpips_alex
+from natsr.imresize import imresize
 
 NIQE_PARAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'niqe_pris_params.npz')
 

@@ -14,8 +14,8 @@ import re
 import numpy as np
 
 import utils
-from device import session_config
-from exits import UsageError
+from natsr.device import session_config
+from natsr.process.exits import UsageError
 
 # The shipped checkpoints (test.py --model, export.py --model) and their scales: Model/<name>.
 MODEL_SCALES = {'NatSR': 4, 'FRSR': 4, 'FRSR_x2': 2, 'FRSR_x3': 3}

@@ -11,10 +11,10 @@ from typing import List, Optional
 
 from tqdm import tqdm
 
-import memory
-import metrics
+from natsr.inference import memory
+from natsr.evaluation import metrics
 import utils
-from upscaler import upscale_image, warn
+from natsr.inference.upscaler import upscale_image, warn
 
 MIN_LR_SIDE = 4  # network models: smaller inputs come out with wrong colours, the border's zero padding
 #                  dominating (shipped FRSR / NatSR on a flat colour: 1x1 off by 58-64 grey levels on average,
@@ -101,10 +101,10 @@ def _bytes(n):
 
 
 class Pipeline(object):
-    """Runs `upscaler` (upscaler.Upscaler) over the items of `job` with --tile `tile`; `run()` -> Tally."""
+    """Runs `upscaler` (upscaler.Upscaler) over the items of `job` (in its tiles); `run()` -> Tally."""
 
-    def __init__(self, job, upscaler, tile):
-        self.job, self.upscaler, self.tile = job, upscaler, tile
+    def __init__(self, job, upscaler):
+        self.job, self.upscaler, self.tile = job, upscaler, job.tile
         self.limit = input_limit(job.model, job.scale, job.ref)
         # the network's own memory is half of the host's on CPU (Generator.memory_budget): results get the rest
         gen = upscaler.gen

@@ -13,7 +13,7 @@ import tempfile
 
 import numpy as np
 
-import tiling
+from natsr.inference import tiling
 
 RUNTIMES = ('onnxruntime', 'openvino', 'tflite')
 TEST_ENGINES = ('onnxruntime', 'openvino')   # test.py --engine (docs/test.md)
@@ -81,7 +81,7 @@ def load(runtime, path):
 def missing(runtime):
     """The package `runtime` needs and lacks (export's converters included), or None."""
     import importlib.util
-    import convert
+    from natsr.deploy import convert
     need = PACKAGE[runtime]
     return (need if importlib.util.find_spec(need) is None else None) or convert.missing(FORMAT[runtime])
 
@@ -112,14 +112,14 @@ class Engine(object):
 
     @classmethod
     def from_weights(cls, runtime, weights, scale, arch='FRACTAL'):
-        """Export the generator's `weights` (sr.Generator.weights; export.export_weights, --io float32)
+        """Export the generator's `weights` (sr.Generator.weights; serving.export_weights, --io float32)
         to a temporary folder, removed once the runtime has loaded it."""
-        import convert
-        import export
+        from natsr.deploy import convert
+        from natsr.deploy import serving
         import model
         tmp = tempfile.mkdtemp(prefix='natsr-engine-')
         try:
-            path = export.export_weights(weights, scale, os.path.join(tmp, 'model' + convert.SUFFIX[FORMAT[runtime]]),
+            path = serving.export_weights(weights, scale, os.path.join(tmp, 'model' + convert.SUFFIX[FORMAT[runtime]]),
                                          arch=arch, fmt=FORMAT[runtime], io='float32')
             return cls(runtime, path, scale, model.generator_class(arch).receptive_margin)
         finally:

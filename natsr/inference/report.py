@@ -11,8 +11,8 @@ import sys
 
 import numpy as np
 
-import exits
-import metrics
+from natsr.process import exits
+from natsr.evaluation import metrics
 import utils
 
 EXIT_FAILED = exits.FAILED
@@ -45,21 +45,24 @@ def weights_hash(weights):
     return h.hexdigest()[:12]
 
 
-def job_record(job, args, gens):
+def job_record(job, gens):
     """What produced the scores of `job` (job.Job): model, checkpoint (a blend's label names its mode)
     and a hash of the weights of `gens` (the sr.Generators: none for bicubic, two for the output
-    blend), data folders, options."""
+    blend), data folders, options; `engine` where it is not TensorFlow (its own CSV name)."""
     if len(gens) > 1:
         weights = {'%d/%s' % (i, k): v for i, g in enumerate(gens) for k, v in g.weights().items()}
     else:
         weights = gens[0].weights() if gens else None
     gen = gens[0] if gens else None
-    return {'model': job.model, 'scale': job.scale,
-            'checkpoint': job.checkpoint_path(),
-            'weights': weights_hash(weights) if gens else '',
-            'datapath': 'scikit-image sample photos' if job.default_job else os.path.abspath(args.datapath),
-            'labelpath': os.path.abspath(args.labelpath) if args.labelpath else '',
-            'tile': args.tile or 'auto', 'precision': args.precision if gen is not None else ''}
+    record = {'model': job.model, 'scale': job.scale,
+              'checkpoint': job.checkpoint_path(),
+              'weights': weights_hash(weights) if gens else '',
+              'datapath': 'scikit-image sample photos' if job.default_job else os.path.abspath(job.datapath),
+              'labelpath': os.path.abspath(job.labelpath) if job.labelpath else '',
+              'tile': job.tile or 'auto', 'precision': job.precision if gen is not None else ''}
+    if job.engine != 'tensorflow':
+        record['engine'] = job.engine
+    return record
 
 
 def csv_name(record):

@@ -1,4 +1,4 @@
-"""Writing export.py's serving graph (export.build_serving_graph) in each format: a TensorFlow
+"""Writing export.py's serving graph (serving.build_serving_graph) in each format: a TensorFlow
 SavedModel, ONNX (tf2onnx), TFLite (TensorFlow's converter, builtin ops only) and OpenVINO IR
 (read from the ONNX file). Batch, height and width stay free in every format.
 

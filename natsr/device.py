@@ -12,7 +12,7 @@ Anything else is a PrecisionError naming what is missing: never a silent fallbac
 """
 import os
 
-from exits import UsageError
+from natsr.process.exits import UsageError
 from utils import flag_value, proc_field
 
 PRECISIONS = ('fp32', 'tf32', 'bf16', 'fp16')  # test.py --precision

@@ -6,14 +6,14 @@ import sys
 import numpy as np
 from tqdm import tqdm
 
-import checkpoints
-import engines
-import sr as srlib  # TensorFlow is imported only when a network is built, after --gpu is applied
-import tiling
+from natsr import checkpoints
+from natsr.deploy import engines
+from natsr.inference import sr as srlib  # TensorFlow is imported only when a network is built, after --gpu is applied
+from natsr.inference import tiling
 import utils
-from checkpoints import CheckpointError
-from imresize import imresize
-from job import UsageError
+from natsr.checkpoints import CheckpointError
+from natsr.imresize import imresize
+from natsr.inference.job import UsageError
 
 
 def warn(msg):
@@ -37,25 +37,25 @@ class Upscaler(object):
         return self.gen.last_tile if self.gens else None
 
 
-def bicubic(job, args):
+def bicubic(job):
     print('model: bicubic (MATLAB imresize), x%d' % job.scale)
     print('device: CPU (bicubic runs in numpy)')
-    if args.tile:
+    if job.tile:
         print('note: --tile has no effect on bicubic')
-    if args.precision != 'fp32':
+    if job.precision != 'fp32':
         print('note: --precision has no effect on bicubic')
     return Upscaler(lambda rgb, tile=None: imresize(rgb, job.scale))
 
 
-def generator(job, args, prefix=None, weights=None, what=None):
+def generator(job, prefix=None, weights=None, what=None):
     """sr.Generator of a checkpoint prefix (or of given weights); UsageError (one line, naming `what`
     where given) when it cannot be built."""
     try:
-        gen = srlib.Generator(job.scale, prefix, precision=args.precision, arch=args.arch, weights=weights)
+        gen = srlib.Generator(job.scale, prefix, precision=job.precision, arch=job.arch, weights=weights)
     except (CheckpointError, ValueError) as e:   # ValueError: PrecisionError, an unknown --arch or scale
         raise UsageError('%s: %s' % (what, e) if what else str(e))
-    engine = getattr(args, 'engine', 'tensorflow')   # --engine: its weights exported and run there
-    return gen if engine == 'tensorflow' else engines.OnRuntime(gen, engine)
+    # --engine: its weights exported and run there
+    return gen if job.engine == 'tensorflow' else engines.OnRuntime(gen, job.engine)
 
 
 def output_blend(ends, alpha):
@@ -69,29 +69,29 @@ def output_blend(ends, alpha):
     return run
 
 
-def network(job, args):
+def network(job):
     """The sr.Generator(s) of the job: its checkpoint, or the dial's two ends (output blend) or one
     network of their interpolated weights; UsageError (one line) when they cannot be built."""
-    print('model: %s, x%d, checkpoint %s, %s' % (job.model, job.scale, job.checkpoint_label(), args.precision))
+    print('model: %s, x%d, checkpoint %s, %s' % (job.model, job.scale, job.checkpoint_label(), job.precision))
     b = job.blend
     if b is None:
-        gens = [generator(job, args, job.checkpoint)]
+        gens = [generator(job, job.checkpoint)]
     elif b.mode == 'weights':
         try:
             weights = checkpoints.blend_weights(b.fidelity, b.perceptual, b.alpha)
         except (CheckpointError, ValueError) as e:
             raise UsageError(str(e))
         what = 'the weight blend of %s and %s' % (b.fidelity, b.perceptual)
-        gens = [generator(job, args, weights=weights, what=what)]
+        gens = [generator(job, weights=weights, what=what)]
     else:
-        gens = [generator(job, args, b.fidelity), generator(job, args, b.perceptual)]
+        gens = [generator(job, b.fidelity), generator(job, b.perceptual)]
     gen = gens[0]
-    if args.tile is not None and args.tile < tiling.MIN_TILE:
-        side = args.tile + 2 * gen.margin
+    if job.tile is not None and job.tile < tiling.MIN_TILE:
+        side = job.tile + 2 * gen.margin
         warn('warning: --tile %d is below %d LR pixels: every tile also runs %d pixels of context on each side '
              '(up to %dx the work of the tile itself); --tile %d or more, or no --tile, is much faster'
-             % (args.tile, tiling.MIN_TILE, gen.margin, side * side // (args.tile * args.tile), tiling.MIN_TILE))
-    if args.precision != 'fp32':
+             % (job.tile, tiling.MIN_TILE, gen.margin, side * side // (job.tile * job.tile), tiling.MIN_TILE))
+    if job.precision != 'fp32':
         print('precision: %s' % gen.plan.what)
     if hasattr(gen, 'engine'):
         print('engine: %s' % gen.what)
@@ -101,9 +101,9 @@ def network(job, args):
     return Upscaler(lambda rgb, tile=None: gen(rgb, tile=tile), gens)
 
 
-def make(job, args):
+def make(job):
     """The job's Upscaler, its set-up printed (model, device, notes on options without effect)."""
-    return bicubic(job, args) if job.model == 'bicubic' else network(job, args)
+    return bicubic(job) if job.model == 'bicubic' else network(job)
 
 
 def upscale_image(img, scale, sr_rgb):

@@ -12,7 +12,7 @@ import re
 import sys
 
 import utils
-from checkpoints import (CheckpointError, assign_values, check_checkpoint, export_values, indexed_prefix,
+from natsr.checkpoints import (CheckpointError, assign_values, check_checkpoint, export_values, indexed_prefix,
                          mean_weights, moving_averages, write_shipping)
 
 # <trial_dir>/model-<step>.index + .data-*, the `checkpoint` index that tf.train.latest_checkpoint

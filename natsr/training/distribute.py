@@ -18,8 +18,8 @@ import os
 
 import tensorflow.compat.v1 as tf
 
-import device
-import loop
+from natsr import device
+from natsr.training import loop
 
 STRATEGIES = ('none', 'mirrored', 'multiworker')
 

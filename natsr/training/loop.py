@@ -12,9 +12,9 @@ import tempfile
 import tensorflow.compat.v1 as tf
 from tqdm import tqdm
 
-from trials import resume, save_checkpoint, trial_folder
-from device import TRAIN_PRECISIONS
-import exits
+from natsr.training.trials import resume, save_checkpoint, trial_folder
+from natsr.device import TRAIN_PRECISIONS
+from natsr.process import exits
 from generate_Dataset import records
 from utils import error_line
 

@@ -15,12 +15,12 @@ import os
 
 import numpy as np
 
-import checkpoints
-import device
-import memory
-import tiling
+from natsr import checkpoints
+from natsr import device
+from natsr.inference import memory
+from natsr.inference import tiling
 import utils
-from checkpoints import CheckpointError
+from natsr.checkpoints import CheckpointError
 
 STRIP_ROWS = 64         # rows per strip of the last upsampling stage (model.in_row_strips)
 PROBE_SIDE = 96         # LR side of the pass that measures the memory per pixel (Generator.bytes_per_pixel)

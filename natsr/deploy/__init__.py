@@ -1,0 +1,1 @@
+"""Deployment: the exported files (serving graph, converters) and the engines that run them."""

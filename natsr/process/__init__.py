@@ -1,0 +1,1 @@
+"""Process plumbing: exit statuses and one-line errors (exits), TensorFlow's set-up (tflog)."""

@@ -1,0 +1,1 @@
+"""Training: the step loop and stage driver of the three trainers, a trial's checkpoints, tf.distribute."""
