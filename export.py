@@ -1,5 +1,5 @@
 """Export a NatSR / FRSR generator: a TensorFlow SavedModel (TF2 code, TensorFlow Serving), an ONNX
-file, a TFLite file or an OpenVINO IR (--format; the last three need requirements-export.txt).
+file, a TFLite file or an OpenVINO IR (--format; the last three need requirements/export.txt).
 
     python export.py --model FRSR --modelpath Model --out exported/FRSR_x4
     python export.py --model FRSR --format onnx --out exported/FRSR_x4.onnx
@@ -51,7 +51,7 @@ def parse_args(argv=None):
                    help='generator architecture of the checkpoint (model.GENERATORS; default: FRACTAL)')
     p.add_argument('--format', default='savedmodel', choices=convert.FORMATS,
                    help='savedmodel (default: a folder), onnx (a .onnx file), tflite (a .tflite file) or openvino '
-                        '(an .xml file and its .bin); the last three need requirements-export.txt')
+                        '(an .xml file and its .bin); the last three need requirements/export.txt')
     p.add_argument('--io', default='uint8', choices=tuple(convert.IO_NAMES),
                    help='uint8 (default: uint8 RGB in and out, test.py\'s pixels) or float32 (RGB in [0, 1] in, '
                         'the unclipped network output out: what test.py --engine runs)')

@@ -48,6 +48,7 @@ from natsr.evaluation import metrics
 from natsr.inference import job as jobs
 from natsr.inference import pipeline, report, upscaler
 from natsr.process import exits, tflog
+import utils
 
 MODELS = tuple(MODEL_SCALES) + ('bicubic',)
 
@@ -96,7 +97,7 @@ def parse_args(argv=None):
                         'before rounding; keeps the tone) or weights (one network of the interpolated weights)')
     p.add_argument('--engine', default='tensorflow', choices=('tensorflow',) + engines.TEST_ENGINES,
                    help='what runs the network: tensorflow (default), or an export of its weights (export.py --io '
-                        'float32) in onnxruntime or openvino (requirements-export.txt; fp32; within 1e-4 of TensorFlow)')
+                        'float32) in onnxruntime or openvino (requirements/export.txt; fp32; within 1e-4 of TensorFlow)')
     p.add_argument('--csv', default=None, help='metrics CSV path (default: one per job, '
                                                'SAVEPATH/MODEL/metrics_<data>_<checkpoint>_<hash>.csv)')
     return tflog.add_flag(p).parse_args(argv)
@@ -111,7 +112,7 @@ def run(args):
     up = upscaler.make(job)
     record = report.job_record(job, up.gens)
     csv_path = job.csv or os.path.join(job.outdir, report.csv_name(record))
-    jobs.remove_leftovers({job.outdir, os.path.dirname(os.path.abspath(csv_path))} if job.save or job.columns else ())
+    utils.remove_leftovers({job.outdir, os.path.dirname(os.path.abspath(csv_path))} if job.save or job.columns else ())
     sys.stdout.flush()
     tally = pipeline.Pipeline(job, up).run()
     return report.report(job, tally, record, csv_path)

@@ -2,6 +2,7 @@
 import contextlib
 import os
 import re
+import shutil
 import struct
 import tempfile
 
@@ -55,15 +56,58 @@ def pair_by_stem(lr_files, hr_files, scale):
     return lr_of
 
 
-def read_image(path):
+def list_folder(folder, what=None):
+    """The sorted image files of `folder` (list_images), with a note on stderr of the other files left
+    out; ValueError (one line naming the folder, after `what`, e.g. 'LR folder') when it is missing,
+    is a file or holds no image: the one folder lister of test.py, the generators and the app."""
+    import sys
+    name = '%s %s' % (what, folder) if what else folder
+    if not os.path.exists(folder):
+        raise ValueError('%s: no such folder' % name)
+    if not os.path.isdir(folder):
+        raise ValueError('%s is a file, not a folder (give the folder that holds the images)' % name)
+    files = list_images(folder)
+    if not files:
+        raise ValueError('%s: no image files (%s)' % (name, ' '.join(IMAGE_EXTS)))
+    others = sum(os.path.isfile(os.path.join(folder, f)) for f in os.listdir(folder)) - len(files)
+    if others:
+        print('note: %s: %d file(s) without an image extension ignored' % (folder, others), file=sys.stderr)
+    return files
+
+
+def _first(paths, limit=5):
+    names = [os.path.basename(p) for p in paths]
+    return ', '.join(names[:limit]) + (' ... (+%d more)' % (len(names) - limit) if len(names) > limit else '')
+
+
+def pair_files(lr_files, hr_files, scale, every_lr=True):
+    """{hr: lr} of the LR and HR files paired by file stem (pair_by_stem), every HR file with its LR
+    one and, with `every_lr`, every LR file with its HR one; ValueError (one line) naming the first
+    lone files otherwise."""
+    lr_of = pair_by_stem(lr_files, hr_files, scale)
+    paired_lr = set(lr_of.values())
+    lone_hr = sorted((hr for hr in hr_files if hr not in lr_of), key=stem)
+    lone_lr = [lr for lr in lr_files if lr not in paired_lr] if every_lr else []
+    if lone_hr or lone_lr:
+        parts = (['no HR image for %d of %d LR images (%s)' % (len(lone_lr), len(lr_files), _first(lone_lr))]
+                 if lone_lr else []) + (['no LR image for %d of %d HR images (%s)' % (len(lone_hr), len(hr_files),
+                                                                                    _first(lone_hr))] if lone_hr else [])
+        raise ValueError('%s; an LR image is named like its HR image, optionally followed by x%d, _x%d or -x%d '
+                         '(0001.png <-> 0001x%d.png)' % ('; '.join(parts), scale, scale, scale, scale))
+    return lr_of
+
+
+def read_image(path, checked=False):
     """Read an image as uint8 or uint16, HxW (gray) or HxWxC (C = 3, or 4 with alpha): CMYK / YCCK
     converted to RGB, a palette with transparency to RGBA (as gray + alpha is).
 
     Raises ImageError with a one-line message naming the file when it cannot be decoded, or when
-    its header declares more than MAX_PIXELS pixels (then nothing is decoded).
+    its header declares more than MAX_PIXELS pixels (then nothing is decoded; `checked`: the
+    caller has checked the header already, checked_size).
     """
     import imageio.v3 as iio
-    checked_size(path)
+    if not checked:
+        checked_size(path)
     try:
         img = _read_png16(path) if _is_png16(path) else _read_converted(path)
         if img is None:
@@ -208,12 +252,11 @@ def _read_png16(path):
     return img
 
 
-def _write_png16(path, img):
+def _write_png16(f, img):
     import png
     planes = 1 if img.ndim == 2 else img.shape[2]
     writer = png.Writer(img.shape[1], img.shape[0], greyscale=planes in (1, 2), alpha=planes in (2, 4), bitdepth=16)
-    with open(path, 'wb') as f:
-        writer.write(f, img.reshape(img.shape[0], -1))
+    writer.write(f, img.reshape(img.shape[0], -1))
 
 
 def modcrop(img, scale):
@@ -340,33 +383,58 @@ def pid_alive(pid):
     return True
 
 
+def temporary_folder(beside):
+    """A new hidden folder beside the path `beside`, named as atomic_path's temporaries are
+    (.<name>.pid<pid>.<random>.tmp), for work that is renamed into place at the end; the caller
+    removes it, and remove_dead_temporaries does once its process is gone (killed midway)."""
+    folder = os.path.dirname(os.path.abspath(beside))
+    os.makedirs(folder, exist_ok=True)
+    return tempfile.mkdtemp(prefix='.%s.pid%d.' % (os.path.basename(beside), os.getpid()), suffix='.tmp', dir=folder)
+
+
 def remove_dead_temporaries(folder):
-    """Remove atomic_path's temporaries in `folder` whose process is gone (killed while writing);
-    returns their names. Those of running processes stay."""
+    """Remove the temporaries of atomic_path and temporary_folder in `folder` whose process is gone
+    (killed while writing); returns their names. Those of running processes stay."""
     if not os.path.isdir(folder):
         return []
     removed = []
     for name in sorted(os.listdir(folder)):
         m = TEMPORARY.match(name)
         path = os.path.join(folder, name)
-        if m and not pid_alive(int(m.group(1))) and os.path.isfile(path):
-            try:
+        if not m or pid_alive(int(m.group(1))) or os.path.islink(path):
+            continue
+        try:
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
                 os.remove(path)
-                removed.append(name)
-            except OSError:
-                pass
+            removed.append(name)
+        except OSError:
+            pass
     return removed
 
 
+def remove_leftovers(folders):
+    """Remove the temporaries that killed runs left in `folders` (remove_dead_temporaries), with one
+    note line per folder: every command that writes calls it on the folders it writes to."""
+    for folder in sorted(folders):
+        removed = remove_dead_temporaries(folder)
+        if removed:
+            print('note: removed %d temporary file%s of interrupted runs in %s (%s)'
+                  % (len(removed), '' if len(removed) == 1 else 's', folder, ', '.join(removed)))
+
+
 def save_image(path, img):
-    """Write `img` (uint8 / uint16) atomically; the format follows the extension."""
+    """Write `img` (uint8 / uint16) atomically; the format follows the extension. The file is ours,
+    opened and closed here: a full disk is one OSError, and no encoder is left to fail again later."""
     import imageio.v3 as iio
     ext = os.path.splitext(path)[1].lower() or '.png'
     with atomic_path(path) as tmp:
-        if img.dtype == np.uint16 and ext == '.png':
-            _write_png16(tmp, img)
-        else:
-            iio.imwrite(tmp, img, extension=ext)
+        with open(tmp, 'wb') as f:
+            if img.dtype == np.uint16 and ext == '.png':
+                _write_png16(f, img)
+            else:
+                iio.imwrite(f, img, extension=ext)
 
 
 def flag_value(argv, flag):

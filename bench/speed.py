@@ -16,8 +16,8 @@ that loads only its own framework, so that neither the other engine nor an alloc
 memory blurs it; the CPU model and flags head the table). Random weights unless --checkpoint.
 All engines get the same input; the outputs' largest difference is printed.
 
-PyTorch is optional (`pip install -r requirements-bench.txt`); so are ONNX Runtime and OpenVINO
-(`pip install -r requirements-export.txt`; TFLite comes with TensorFlow). The runtimes run export.py's
+PyTorch is optional (`pip install -r requirements/bench.txt`); so are ONNX Runtime and OpenVINO
+(`pip install -r requirements/export.txt`; TFLite comes with TensorFlow). The runtimes run export.py's
 float32 export of the same weights (--io float32), each with every CPU thread.
 """
 import argparse
@@ -215,7 +215,7 @@ def runtimes(args):
         if r not in engines.RUNTIMES:
             raise ValueError('--runtimes: unknown runtime %r (one of %s)' % (r, ', '.join(engines.RUNTIMES)))
         if engines.missing(r):
-            raise ValueError('--runtimes %s needs %s (pip install -r requirements-export.txt)' % (r, engines.missing(r)))
+            raise ValueError('--runtimes %s needs %s (pip install -r requirements/export.txt)' % (r, engines.missing(r)))
     return names
 
 
@@ -363,7 +363,7 @@ def main(argv=None):
             torch_mod.set_num_threads(args.threads or os.cpu_count() or 1)
         except ImportError:
             if args.torch == 'on':
-                print('error: --torch on, but PyTorch is not installed (pip install -r requirements-bench.txt)',
+                print('error: --torch on, but PyTorch is not installed (pip install -r requirements/bench.txt)',
                       file=sys.stderr)
                 return 2
     engines = []

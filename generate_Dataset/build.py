@@ -35,6 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 import config
+import utils
 from natsr.process import exits
 from generate_Dataset import DataError, cutting, inputs, patches, pool, records, workdir
 from generate_Dataset.shuffle import ShuffleWriter
@@ -218,6 +219,7 @@ def run(kind, args):
     for split in sets.values():
         workdir.check_output(split.out, split.option)
         workdir.remove_stale(split.out)
+        utils.remove_leftovers({os.path.dirname(os.path.abspath(split.out))})   # a killed run's sidecar
     options = dict(kind=kind, scale=s, patch=p, stride=args.stride, grad_thresh=args.grad_thresh,
                    var_thresh=args.var_thresh)
     pool.keep_freed_memory()                           # before the workers are forked

@@ -1,8 +1,6 @@
 """The generators' inputs: the HR image files of the --labelpath folders, their LR / ILR partners
 (--datapath, paired by name, or computed), the images held out for validation, and an upper bound
 of the output size from the image headers."""
-import os
-import sys
 
 import utils
 from generate_Dataset import DataError, patches
@@ -10,30 +8,20 @@ from natsr.imresize import imresize
 
 
 def list_folder(folder):
-    """Sorted image files of `folder`; DataError when it is missing or holds none."""
-    if not os.path.isdir(folder):
-        raise DataError('%s: no such folder' % folder)
-    files = utils.list_images(folder)
-    if not files:
-        raise DataError('%s: no image files (%s)' % (folder, ' '.join(utils.IMAGE_EXTS)))
-    others = sum(os.path.isfile(os.path.join(folder, f)) for f in os.listdir(folder)) - len(files)
-    if others:
-        print('note: %s: %d file(s) without an image extension ignored' % (folder, others), file=sys.stderr)
-    return files
+    """utils.list_folder, DataError where it fails."""
+    try:
+        return utils.list_folder(folder)
+    except ValueError as e:
+        raise DataError(str(e))
 
 
 def pair(hr_files, lr_folder, scale):
-    """The LR file of every HR file, by name (utils.pair_by_stem: 0001.png <-> 0001.png, 0001x4.png
-    (DIV2K) or 0001_x4.png)."""
+    """The LR file of every HR file, by name (utils.pair_files: 0001.png <-> 0001.png, 0001x4.png
+    (DIV2K) or 0001_x4.png); LR files without an HR one are left out."""
     try:
-        lr_of = utils.pair_by_stem(list_folder(lr_folder), hr_files, scale)
+        lr_of = utils.pair_files(list_folder(lr_folder), hr_files, scale, every_lr=False)
     except ValueError as e:
         raise DataError('%s: %s' % (lr_folder, e))
-    missing = [os.path.basename(hr) for hr in hr_files if hr not in lr_of]
-    if missing:
-        raise DataError('%s: no LR image for %d of %d HR images (first: %s); an LR image is named like '
-                        'its HR image, optionally followed by x%d or _x%d (0001.png <-> 0001x%d.png)' % (
-                            lr_folder, len(missing), len(hr_files), ', '.join(missing[:5]), scale, scale, scale))
     return [lr_of[hr] for hr in hr_files]
 
 

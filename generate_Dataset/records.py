@@ -15,7 +15,7 @@ import struct
 import crc32c
 import numpy as np
 
-from utils import flag_value
+import utils
 
 
 def sidecar_path(tfrecord):
@@ -73,11 +73,25 @@ def check_size(tfrecord, meta):
                                             'truncated' if size < want else 'longer'))
 
 
+_CHECKED = {}   # check_file's sidecars, by the identity of the TFRecord and sidecar files
+
+
 def check_file(tfrecord):
     """The sidecar of `tfrecord`, after check_size: the checks that need no TensorFlow, for a trainer
-    to run before it starts TensorFlow. FileNotFoundError / ValueError of one line."""
+    to run before it starts TensorFlow. FileNotFoundError / ValueError of one line. A run reads the
+    sidecar once: the trainer's data check after start-up gets the sidecar read before it, as long
+    as neither file has changed."""
+    try:
+        key = tuple((os.path.abspath(p), st.st_size, st.st_mtime_ns, st.st_ino)
+                    for p in (tfrecord, sidecar_path(tfrecord)) for st in [os.stat(p)])
+    except OSError:
+        key = None   # load_sidecar names what is missing
+    if key in _CHECKED:
+        return dict(_CHECKED[key])
     meta = load_sidecar(tfrecord)
     check_size(tfrecord, meta)
+    if key is not None:
+        _CHECKED[key] = dict(meta)
     return meta
 
 
@@ -87,7 +101,7 @@ def problem_in_command(argv, flags):
     if any(a in ('-h', '--help') or a == '--export' or a.startswith('--export=') for a in argv):
         return None
     for flag in flags:
-        path = flag_value(argv, flag)
+        path = utils.flag_value(argv, flag)
         if path is None:
             continue
         try:
@@ -164,21 +178,15 @@ def seal(rows):
 
 
 def write_sidecar(tfrecord, meta, path=None):
-    """Write the sidecar of `tfrecord` atomically (a temporary file renamed into place), at its
+    """Write the sidecar of `tfrecord` atomically (utils.atomic_path), at its
     place beside it or at `path` (to be moved there later)."""
     for key in ('count', 'label_shape', 'image_shape', 'scale', 'kind'):
         if key not in meta:
             raise ValueError('sidecar of %s lacks %r' % (tfrecord, key))
-    side = path or sidecar_path(tfrecord)
-    tmp = '%s.tmp%d' % (side, os.getpid())
-    try:
+    with utils.atomic_path(path or sidecar_path(tfrecord)) as tmp:
         with open(tmp, 'w') as f:
             json.dump(meta, f, indent=1, sort_keys=True)
             f.write('\n')
-        os.replace(tmp, side)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def read_numpy(tfrecord, meta=None):
@@ -197,13 +205,14 @@ def parse_numpy(record, meta):
     return get('label').reshape(meta['label_shape']), get('image').reshape(meta['image_shape'])
 
 
-def dataset(tfrecord, batch_size, shuffle_buffer=1024, repeat=True, seed=None):
-    """tf.data pipeline of (image, label) float32 batches in [0, 1], shapes from the sidecar.
+def dataset(tfrecord, batch_size, shuffle_buffer=1024, repeat=True, seed=None, meta=None):
+    """tf.data pipeline of (image, label) float32 batches in [0, 1], shapes from the sidecar (`meta`,
+    where the caller has read it).
 
     Returns (dataset, meta). Batches are complete (drop_remainder) so shapes are static.
     """
     import tensorflow.compat.v1 as tf
-    meta = load_sidecar(tfrecord)
+    meta = meta or load_sidecar(tfrecord)
     label_shape, image_shape = list(meta['label_shape']), list(meta['image_shape'])
 
     def parse(record):

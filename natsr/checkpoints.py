@@ -114,8 +114,7 @@ def check_checkpoint(prefix, variables, what=None):
     wanted = {v.op.name: v.get_shape().as_list() for v in variables}
     missing = sorted(n for n in wanted if n not in stored)
     wrong = sorted(n for n in wanted if n in stored and list(stored[n]) != wanted[n])
-    extra = sorted(n for n in stored if n.startswith(scope) and n not in wanted
-                   and '/Adam' not in n and '/ExponentialMovingAverage' not in n)
+    extra = [n for n in stored_weights(stored, scope.rstrip('/')) if n not in wanted]
     if missing or wrong or extra:
         problem = ('lacks %s' % missing[0] if missing else
                    'has %s %s, the graph needs %s' % (wrong[0], list(stored[wrong[0]]), wanted[wrong[0]]) if wrong else
@@ -220,10 +219,12 @@ def stored_weights(shapes, scope):
                   and '/ExponentialMovingAverage' not in n)
 
 
-def mean_weights(prefixes, scope='GEN'):
-    """Checkpoint averaging: {name: the mean of the weights of `scope` over the checkpoints
-    `prefixes`} (in float64, then float32), the optimizer slots and moving averages left out. Every
-    checkpoint must hold the same weights with the same shapes (the checkpoints of one run)."""
+def weighted_mean(prefixes, coefficients=None, scope='GEN', verb='averaged'):
+    """{name: sum_i coefficients[i] * w_i} over the weights of `scope` of the checkpoints `prefixes`
+    (in float64, then float32; coefficients None: the plain mean, the sum over their count), the
+    optimizer slots and moving averages left out: checkpoint averaging and network interpolation alike. Every checkpoint must hold the same weights with the
+    same shapes (CheckpointError naming the first that differs; `verb`: what the message says they
+    cannot be). A coefficient of 1 with the others 0 gives that checkpoint's weights exactly."""
     import tensorflow.compat.v1 as tf
     readers = [tf.train.load_checkpoint(p) for p in prefixes]
     shapes = [r.get_variable_to_shape_map() for r in readers]
@@ -231,37 +232,36 @@ def mean_weights(prefixes, scope='GEN'):
     if not names:
         raise CheckpointError('no %s weights in %s' % (scope, prefixes[0]))
     for prefix, shape in zip(prefixes[1:], shapes[1:]):
-        odd = [n for n in names if shape.get(n) != shapes[0][n]]
-        if odd:
-            raise CheckpointError('%s and %s cannot be averaged: %s is %s in the first and %s in the second'
-                                  % (prefixes[0], prefix, odd[0], shapes[0][odd[0]], shape.get(odd[0], 'absent')))
-    return {n: (sum(r.get_tensor(n).astype(np.float64) for r in readers) / len(readers)).astype(np.float32)
+        theirs = stored_weights(shape, scope)
+        for n in sorted(set(names) | set(theirs)):
+            if n not in shape or n not in shapes[0]:
+                has, lacks = (prefixes[0], prefix) if n in shapes[0] else (prefix, prefixes[0])
+                problem = '%s has %s, which %s lacks' % (has, n, lacks)
+            elif shape[n] != shapes[0][n]:
+                problem = '%s is %s in %s and %s in %s' % (n, shapes[0][n], prefixes[0], shape[n], prefix)
+            else:
+                continue
+            raise CheckpointError('%s and %s cannot be %s: %s' % (prefixes[0], prefix, verb, problem))
+    if coefficients is None:
+        return {n: (sum(r.get_tensor(n).astype(np.float64) for r in readers) / len(readers)).astype(np.float32)
+                for n in names}
+    exact = [i for i, c in enumerate(coefficients) if c == 1.0]
+    if len(exact) == 1 and all(c == 0.0 for i, c in enumerate(coefficients) if i != exact[0]):
+        return {n: readers[exact[0]].get_tensor(n) for n in names}
+    return {n: sum(c * r.get_tensor(n).astype(np.float64) for c, r in zip(coefficients, readers)).astype(np.float32)
             for n in names}
+
+
+def mean_weights(prefixes, scope='GEN'):
+    """Checkpoint averaging: {name: the mean of the weights of `scope` over the checkpoints
+    `prefixes`} (weighted_mean's plain mean; the checkpoints of one run)."""
+    return weighted_mean(prefixes, None, scope)
 
 
 def blend_weights(fidelity, perceptual, alpha, scope='GEN'):
     """Network interpolation (ESRGAN's net_interp): {name: (1 - alpha) * w_fidelity + alpha *
     w_perceptual} over the weights of `scope` of two checkpoints of the same graph (FRSR and the NatSR
-    fine-tuned from it). alpha 0 gives the first model's weights, 1 the second's, exactly."""
-    import tensorflow.compat.v1 as tf
+    fine-tuned from it); weighted_mean. alpha 0 gives the first model's weights, 1 the second's, exactly."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError('the blend must be in [0, 1], not %g' % alpha)
-    a, b = tf.train.load_checkpoint(fidelity), tf.train.load_checkpoint(perceptual)
-    shapes_a, shapes_b = a.get_variable_to_shape_map(), b.get_variable_to_shape_map()
-    names, names_b = stored_weights(shapes_a, scope), stored_weights(shapes_b, scope)
-    problem = 'no %s weights in %s' % (scope, fidelity) if not names else None
-    for n in sorted(set(names) | set(names_b)):
-        if problem:
-            break
-        if n not in shapes_b or n not in shapes_a:
-            has, lacks = (fidelity, perceptual) if n in shapes_a else (perceptual, fidelity)
-            problem = '%s has %s, which %s lacks' % (has, n, lacks)
-        elif shapes_b[n] != shapes_a[n]:
-            problem = '%s is %s in %s and %s in %s' % (n, shapes_a[n], fidelity, shapes_b[n], perceptual)
-    if problem:
-        raise CheckpointError('%s and %s cannot be blended: %s' % (fidelity, perceptual, problem))
-    if alpha in (0.0, 1.0):
-        reader = b if alpha else a
-        return {n: reader.get_tensor(n) for n in names}
-    return {n: ((1.0 - alpha) * a.get_tensor(n).astype(np.float64)
-                + alpha * b.get_tensor(n).astype(np.float64)).astype(np.float32) for n in names}
+    return weighted_mean([fidelity, perceptual], [1.0 - alpha, alpha], scope, verb='blended')

@@ -9,8 +9,9 @@ import pytest
 from natsr import device
 import export
 from natsr.inference import sr
+from natsr.inference import upscaler
 import utils
-from conftest import ROOT, load_in_tf2, load_script_module
+from conftest import ROOT, load_in_tf2
 
 def image(h, w, seed=0):
     rng = np.random.RandomState(seed)
@@ -50,10 +51,9 @@ def test_savedmodel_gives_test_py_pixels(shipped, tmp_path):
     # backend (across backends, convolutions differ by float rounding, so a rare pixel may be 1 off)
     assert np.array_equal(load_in_tf2(out, tmp_path, onednn=True), want)
     # and under Eigen's convolutions (or whatever this test process runs): test.py's own functions
-    script = load_script_module()
     gen = sr.Generator(4, str(shipped / 'FRSR'))
     try:
-        here = script.upscale_image(img, 4, lambda rgb: gen(rgb, tile=0))
+        here = upscaler.upscale_image(img, 4, lambda rgb: gen(rgb, tile=0))
     finally:
         gen.close()
     assert np.array_equal(load_in_tf2(out, tmp_path, onednn=device.onednn_enabled()), here)
@@ -73,3 +73,22 @@ def test_export_errors(shipped, tmp_path, capsys):
     assert '--scale' in capsys.readouterr().err
     assert not os.path.exists(tmp_path / 'a') and not os.path.exists(tmp_path / 'b')
     assert not [f for f in os.listdir(tmp_path) if f.startswith('.export-')]
+
+
+def test_export_removes_the_work_folders_of_killed_runs(shipped, tmp_path, capsys):
+    """An export killed midway (SIGKILL) leaves its hidden work folder beside --out; the next export
+    into that folder removes it (one note), and keeps those of exports still running."""
+    import signal
+    child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    dead = tmp_path / ('.FRSR_x4.onnx.pid%d.k1ll3d00.tmp' % child.pid)     # as utils.temporary_folder names it
+    dead.mkdir()
+    (dead / 'model.onnx').write_bytes(b'\0' * 1000)
+    running = tmp_path / ('.other.pid%d.runn1ng0.tmp' % os.getpid())
+    running.mkdir()
+    assert export.main(['--model', 'FRSR', '--modelpath', str(shipped), '--out', str(tmp_path / 'FRSR_x4')]) == 0
+    assert not dead.exists() and running.exists()
+    out = capsys.readouterr().out
+    assert 'note: removed 1 temporary file of interrupted runs in %s (%s)' % (tmp_path, dead.name) in out
+    assert sorted(os.listdir(tmp_path)) == sorted(['FRSR_x4', running.name])   # its own work folder is gone too

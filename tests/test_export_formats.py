@@ -13,8 +13,8 @@ from natsr.deploy import serving
 import export
 import model
 from natsr.inference import sr
+from natsr.inference import upscaler
 from conftest import ROOT
-from conftest import load_script_module
 
 MODELS = {'FRSR': 4, 'FRSR_x2': 2}
 RUNTIME = {fmt: rt for rt, fmt in engines.FORMAT.items()}
@@ -36,7 +36,7 @@ def exported(tmp_path_factory):
         if (model, fmt, io) not in done:
             lack = engines.missing(RUNTIME[fmt])
             if lack:
-                pytest.skip('%s not installed (pip install -r requirements-export.txt)' % lack)
+                pytest.skip('%s not installed (pip install -r requirements/export.txt)' % lack)
             out = str(folder / ('%s_%s%s' % (model, io, convert.SUFFIX[fmt])))
             assert export.main(['--model', model, '--modelpath', os.path.join(ROOT, 'Model'), '--format', fmt,
                                 '--io', io, '--out', out]) == 0
@@ -48,14 +48,13 @@ def exported(tmp_path_factory):
 @pytest.fixture(scope='module')
 def reference():
     """reference(model, img) -> (test.py's uint8 SR, the generator's float32 output) for uint8 `img`."""
-    script = load_script_module()
     gens = {}
 
     def get(model, img):
         if model not in gens:
             gens[model] = sr.Generator(MODELS[model], os.path.join(ROOT, 'Model', model))
         gen = gens[model]
-        return script.upscale_image(img, gen.scale, lambda rgb: gen(rgb, tile=0)), gen(img / 255.0, tile=0)
+        return upscaler.upscale_image(img, gen.scale, lambda rgb: gen(rgb, tile=0)), gen(img / 255.0, tile=0)
     yield get
     for gen in gens.values():
         gen.close()
@@ -136,7 +135,7 @@ def test_test_py_engine_gives_tensorflows_results(tmp_path):
     from test_test_script import job_csv, script
     import utils
     if engines.missing('openvino'):
-        pytest.skip('openvino not installed (pip install -r requirements-export.txt)')
+        pytest.skip('openvino not installed (pip install -r requirements/export.txt)')
     hr = photo(160, 200)
     for kind, img in (('hr', hr), ('lr', utils.to_uint(np.clip(imresize(hr / 255.0, 0.25), 0, 1)))):
         (tmp_path / kind).mkdir()

@@ -130,3 +130,18 @@ def test_gpu_flag_has_one_implementation(monkeypatch):
             if "environ['CUDA_VISIBLE_DEVICES'] =" in line:
                 setters.append('%s:%d' % (os.path.relpath(path, ROOT), i))
     assert [s.split(':')[0] for s in setters] == ['natsr/device.py'], setters
+
+
+def test_trainers_main_honours_its_own_gpu_flag(monkeypatch):
+    """main.main(argv) and Train_NMD/main.main(argv) apply the --gpu of `argv`, not of sys.argv, before
+    TensorFlow sees the devices (then --help stops them)."""
+    import pytest
+    import main
+    from Train_NMD import main as nmd_main
+    for module, gpu in ((main, '7'), (nmd_main, '-1')):
+        monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '3')
+        monkeypatch.setattr(sys, 'argv', ['main.py', '--gpu', '0'])
+        with pytest.raises(SystemExit) as stop:
+            module.main(['--gpu', gpu, '--help'])
+        assert stop.value.code == 0
+        assert os.environ['CUDA_VISIBLE_DEVICES'] == ('' if gpu == '-1' else gpu)

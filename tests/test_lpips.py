@@ -24,7 +24,7 @@ def weights_or_skip():
 
 def torch_lpips(img, ref):
     """LPIPS of two uint8 RGB images, computed independently with torch (float32, NCHW)."""
-    torch = pytest.importorskip('torch', reason='torch is not installed (requirements-bench.txt)')
+    torch = pytest.importorskip('torch', reason='torch is not installed (requirements/bench.txt)')
     F = torch.nn.functional
     convs, heads = weights_or_skip()
     shift = torch.tensor([-.030, -.088, -.188]).view(1, 3, 1, 1)
@@ -70,7 +70,7 @@ def sr_pairs(names, methods=('FRSR', 'NatSR'), scale=4):
 
 
 def test_lpips_matches_independent_torch_implementation_on_sr_outputs():
-    pytest.importorskip('torch', reason='torch is not installed (requirements-bench.txt)')
+    pytest.importorskip('torch', reason='torch is not installed (requirements/bench.txt)')
     weights_or_skip()
     pairs = sr_pairs((('Set5', 'bird.bmp'), ('BSD100', '253027.jpg')))
     values = {}
@@ -138,7 +138,7 @@ def test_missing_weights_are_one_error_before_any_work(monkeypatch):
     monkeypatch.setattr(lpips_alex, 'weights_path', absent)
     lpips_alex.weights.cache_clear()
     try:
-        with pytest.raises(ValueError, match='requirements-lpips.txt'):
+        with pytest.raises(ValueError, match='requirements/lpips.txt'):
             metrics.check_ready(['psnr', 'lpips'])
         metrics.check_ready(['psnr', 'ssim'])                       # the others need nothing
         args = argparse.Namespace(metrics='psnr,lpips', niqe=False)

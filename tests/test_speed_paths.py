@@ -240,7 +240,7 @@ def test_memory_children_repeat_the_options():
 def test_memory_child_of_the_peer_loads_no_tensorflow(tmp_path):
     """The PyTorch child of --memory takes its weights from an .npz and never imports TensorFlow,
     so its resident memory is the peer's own."""
-    torch = pytest.importorskip('torch', reason='PyTorch is an optional benchmark dependency (requirements-bench.txt)')
+    torch = pytest.importorskip('torch', reason='PyTorch is an optional benchmark dependency (requirements/bench.txt)')
     from tools.torch_mirror import networks
     torch.manual_seed(0)
     npz = str(tmp_path / 'weights.npz')

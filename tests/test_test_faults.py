@@ -273,3 +273,42 @@ def test_blend_modes_ends_tone_and_tiles(tmp_path):
     ends = (mean_y(out['FRSR']) + mean_y(out['NatSR'])) / 2
     assert abs(mean_y(out['output', '0.5']) - ends) <= 0.5, (mean_y(out['output', '0.5']), ends)
     np.testing.assert_array_equal(out['tiled'], out['output', '0.5'])
+
+
+def test_full_disk_while_writing_is_one_error_and_nothing_later(tmp_path, monkeypatch, capfd):
+    """A disk that fills while an image is written (the writes are buffered, the flush on closing
+    fails): one OSError from save_image, no temporary left, and nothing printed afterwards by an
+    encoder left to fail again on its own (imageio's plugin destructor printed 'Exception ignored')."""
+    import builtins
+    import errno
+    import gc
+
+    class FullDisk:
+        def __init__(self, path, mode='r', *args, **kwargs):
+            self.f = builtins.open(path, mode, *args, **kwargs)
+
+        def write(self, data):
+            return memoryview(data).nbytes    # buffered: the disk is found full on the flush
+
+        def close(self):
+            self.f.close()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.close()
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    monkeypatch.setattr(utils, 'open', FullDisk, raising=False)
+    for name, img in (('a.png', noise((6, 7, 3), 0)), ('b.png', noise((6, 7, 3), 0).astype(np.uint16) * 257)):
+        with pytest.raises(OSError) as err:
+            utils.save_image(str(tmp_path / name), img)
+        assert err.value.errno == errno.ENOSPC
+    gc.collect()
+    assert os.listdir(tmp_path) == []
+    captured = capfd.readouterr()
+    assert 'Exception ignored' not in captured.err and 'Traceback' not in captured.err, captured.err

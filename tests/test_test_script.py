@@ -5,7 +5,6 @@ Each subprocess that builds a network pays the TensorFlow import (~5 s), so thos
 bicubic and argument errors never import TensorFlow.
 """
 import csv
-import importlib.util
 import os
 import re
 import subprocess
@@ -285,11 +284,11 @@ def folders(tmp_path):
 
 
 @pytest.mark.parametrize('args, message', [
-    (['--datapath', '{t}/empty'], 'error: LR folder {t}/empty: no images'),
+    (['--datapath', '{t}/empty'], 'error: LR folder {t}/empty: no image files (.png'),
     (['--datapath', '{t}/missing'], 'error: LR folder {t}/missing: no such folder'),
     (['--datapath', '{t}/lr', '--labelpath', '{t}/hr', '--scale', '2'],
-     'error: LR and HR folders do not match (pairing by file stem, LR may end in x2): 3 LR vs 3 HR images; '
-     'no HR image for c.png; no LR image for d.png'),
+     'error: LR and HR folders do not match: no HR image for 1 of 3 LR images (c.png); no LR image for 1 of 3 '
+     'HR images (d.png); an LR image is named like its HR image, optionally followed by x2, _x2 or -x2'),
     (['--datapath', '{t}/lr', '--ref', '1'], 'error: --ref 1 needs --labelpath'),
     (['--datapath', '{t}/lr', '--model', 'NatSR', '--modelpath', '{t}/models'],
      'error: no checkpoint for model NatSR: {t}/models/NatSR.index not found'),
@@ -325,7 +324,7 @@ def test_pairing_by_stem():
     assert pairs == [('L/babyx4.png', 'H/baby.bmp'), ('L/bird_x4.png', 'H/bird.png'),
                      ('L/head.png', 'H/head.bmp'), ('L/woman_X4.jpg', 'H/woman.bmp')]
     # the suffix must be the scale's; an exact stem wins over a stripped one
-    with pytest.raises(UsageError, match='no HR image for babyx2.png'):
+    with pytest.raises(UsageError, match=r'no HR image for 1 of 1 LR images \(babyx2.png\)'):
         jobs.pair_files(['L/babyx2.png'], ['H/baby.bmp'], 4)
     assert jobs.pair_files(['L/ax4.png'], ['H/ax4.png'], 4) == [('L/ax4.png', 'H/ax4.png')]
     assert jobs.pair_files(['L/0001-x4.png', 'L/0002X4.png'], ['H/0001.png', 'H/0002.png'], 4) == [
@@ -334,7 +333,7 @@ def test_pairing_by_stem():
         jobs.pair_files(['L/a.png', 'L/ax4.png'], ['H/a.png'], 4)
     with pytest.raises(UsageError, match='same name'):
         jobs.pair_files(['L/a.png'], ['H/a.png', 'H/a.bmp'], 4)
-    with pytest.raises(UsageError, match=r'no LR image for b.png, c.png, d.png, e.png, f.png \.\.\. \(\+1 more\)'):
+    with pytest.raises(UsageError, match=r'no LR image for 6 of 7 HR images \(b.png, c.png, d.png, e.png, f.png \.\.\. \(\+1 more\)\)'):
         jobs.pair_files(['L/a.png'], ['H/%s.png' % c for c in 'abcdefg'], 4)
 
 
@@ -432,13 +431,12 @@ def test_full_disk_while_saving_keeps_what_was_saved(folders, monkeypatch, capsy
         utils.save_image(str(folders / 'lr' / name), random_image((6, 7, 3), 2))
     real, calls = iio.imwrite, []
 
-    def imwrite(path, img, **kwargs):
-        calls.append(path)
+    def imwrite(f, img, **kwargs):   # utils.save_image writes into the file it opened
+        calls.append(f)
         if len(calls) > 2:
-            with open(path, 'wb') as f:
-                f.write(b'\x89PNG partial')
+            f.write(b'\x89PNG partial')
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(path, img, **kwargs)
+        return real(f, img, **kwargs)
     monkeypatch.setattr(iio, 'imwrite', imwrite)
     code = mod.main(['--model', 'bicubic', '--scale', '2', '--datapath', str(folders / 'lr'), '--save',
                      '--savepath', str(folders / 'out')])

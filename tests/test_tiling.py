@@ -69,7 +69,7 @@ def generators():
 
 def run(gen, lr, **kw):
     kw.setdefault('margin', gen.margin)
-    return tiling.super_resolve(gen.sess, gen.input, gen.output, lr, gen.scale, **kw)
+    return tiling.super_resolve(gen.run, lr, gen.scale, **kw)
 
 
 def test_tiled_equals_whole_x4(generators):
@@ -103,7 +103,7 @@ def test_automatic_tiling_when_memory_is_short(generators, monkeypatch):
     calls = []
     real = tiling.super_resolve
     monkeypatch.setattr(gen, 'memory_budget', lambda: 1)  # nothing fits: the smallest tiles
-    monkeypatch.setattr(tiling, 'super_resolve', lambda *a, **k: calls.append(a[6]) or real(*a, **k))
+    monkeypatch.setattr(tiling, 'super_resolve', lambda *a, **k: calls.append(a[4]) or real(*a, **k))
     auto = gen(lr)
     assert calls == [tiling.MIN_TILE]
     assert np.abs(auto - whole).max() < 1e-4
@@ -117,7 +117,7 @@ def test_tiling_follows_the_measured_memory(generators, monkeypatch):
     prior = PRIOR[4]
     calls = []
     real = tiling.super_resolve
-    monkeypatch.setattr(tiling, 'super_resolve', lambda *a, **k: calls.append((a[6], k['batch'])) or real(*a, **k))
+    monkeypatch.setattr(tiling, 'super_resolve', lambda *a, **k: calls.append((a[4], k['batch'])) or real(*a, **k))
     monkeypatch.setattr(gen, 'bytes_per_pixel', lambda: pytest.fail('measured although the prior fits'))
     monkeypatch.setattr(gen, 'memory_budget', lambda: 60 * 30 * prior)
     whole = gen(lr)
@@ -131,7 +131,7 @@ def test_tiling_follows_the_measured_memory(generators, monkeypatch):
     # a larger image that neither fits (the network stubbed: the decision is what is tested here):
     # tiles sized by the measured figure, 208 (the prior would give 58)
     big = np.zeros((1000, 800, 3), np.float32)
-    monkeypatch.setattr(tiling, 'super_resolve', lambda *a, **k: calls.append((a[6], k['batch'])))
+    monkeypatch.setattr(tiling, 'super_resolve', lambda *a, **k: calls.append((a[4], k['batch'])))
     budget = 300 * 300 * measured
     monkeypatch.setattr(gen, 'memory_budget', lambda: budget)
     calls.clear()
@@ -260,3 +260,45 @@ def test_deep_tolerance_has_teeth():
     assert cpu_kernels.deep_close(np.clip(deep.astype(np.int64) + 1, 0, 65535).astype(np.uint16), deep)
     through8 = utils.to_uint(utils.to_float(utils.to_uint(utils.to_float(deep))), np.uint16)
     assert not cpu_kernels.deep_close(through8, deep)
+
+
+class _Short(object):
+    """A network (identity upscaling by pixel repetition) whose passes fail with `error` on more than
+    `most` LR pixels per call, as one that runs out of memory: what tiling.plan_and_run drives."""
+    scale, margin, prior = 2, 4, 1000
+
+    def __init__(self, most, error):
+        self.most, self.error, self.calls = most, error, []
+
+    def memory_budget(self):
+        return 10 ** 12      # the plan says: whole
+
+    def bytes_per_pixel(self):
+        return self.prior
+
+    def run(self, batch):
+        self.calls.append(batch.shape)
+        if batch.shape[0] * batch.shape[1] * batch.shape[2] > self.most:
+            raise self.error
+        return batch.repeat(2, axis=1).repeat(2, axis=2)
+
+
+@pytest.mark.parametrize('error', [MemoryError(), RuntimeError('std::bad_alloc')])
+def test_out_of_memory_retries_in_smaller_tiles(error):
+    """The one planner of TensorFlow's path and the engines': after an out-of-memory error, tiles
+    half the batch, then half the size, until one fits, with the same result; any other error is
+    raised at once."""
+    from natsr.deploy import engines
+    lr = smooth_image(100, 90, seed=3)
+    net = _Short(40 * 40, error)
+    out, last = tiling.plan_and_run(net, lr, out_of_memory=engines.out_of_memory)
+    assert np.array_equal(out, lr.repeat(2, axis=0).repeat(2, axis=1))
+    assert net.calls[0] == (1, 100, 90, 3)                          # whole first: the plan said it fits
+    assert [s[0] for s in net.calls[1:4]] == [2, 2, 1]    # tiles of 50 (two of each shape): two a call, then one
+    assert last == tiling.MIN_TILE and net.calls[-1][1] <= tiling.MIN_TILE + 2 * net.margin   # then 32: fits
+    with pytest.raises(ValueError):
+        tiling.plan_and_run(_Short(40 * 40, ValueError('a real bug')), lr, out_of_memory=engines.out_of_memory)
+    tiny = _Short(1, error)    # nothing fits: the smallest tiles fail too, and the error comes through
+    with pytest.raises(type(error)):
+        tiling.plan_and_run(tiny, lr, out_of_memory=engines.out_of_memory)
+    assert min(s[1] for s in tiny.calls) <= tiling.MIN_TILE + 2 * tiny.margin

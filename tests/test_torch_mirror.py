@@ -1,7 +1,7 @@
 """tools/torch_mirror (the PyTorch mirror of the trainers, for a GPU machine without TensorFlow, and
 bench/speed.py's peer): each network computes what model.py computes on the same weights, the
 package runs with TensorFlow absent, and its weights become a TF checkpoint that test.py loads with
-the same output. Skipped where PyTorch (requirements-bench.txt) is absent."""
+the same output. Skipped where PyTorch (requirements/bench.txt) is absent."""
 import json
 import os
 import subprocess
@@ -10,11 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-torch = pytest.importorskip('torch', reason='PyTorch is an optional dependency (requirements-bench.txt)')
+torch = pytest.importorskip('torch', reason='PyTorch is an optional dependency (requirements/bench.txt)')
 
 from conftest import ROOT, shared_path  # noqa: E402
 from tools import convert_weights  # noqa: E402
-from tools.torch_mirror import data, networks, parts, train  # noqa: E402
+from tools.torch_mirror import data, networks, train  # noqa: E402
+from tools.torch_mirror import parts as npz_parts  # noqa: E402
 from Train_NMD import config as nmd_config  # noqa: E402
 
 
@@ -162,12 +163,12 @@ def test_npz_parts_round_trip(tmp_path):
     rng = np.random.RandomState(0)
     weights = {'GEN/a%d/conv2d/kernel' % i: rng.rand(1024, 1024).astype(np.float32) for i in range(9)}
     prefix = str(tmp_path / 'w')
-    parts.save_parts(weights, prefix)
+    npz_parts.save_parts(weights, prefix)
     parts = sorted(os.listdir(tmp_path))
     assert len(parts) == 3 and all(os.path.getsize(tmp_path / p) < 16 * 2 ** 20 for p in parts)
-    back = parts.load_parts(prefix)
+    back = npz_parts.load_parts(prefix)
     assert sorted(back) == sorted(weights) and all((back[k] == weights[k]).all() for k in weights)
-    parts.save_parts(dict(list(weights.items())[:2]), prefix)   # fewer parts: old ones removed
+    npz_parts.save_parts(dict(list(weights.items())[:2]), prefix)   # fewer parts: old ones removed
     assert len(os.listdir(tmp_path)) == 1
 
 
@@ -218,9 +219,9 @@ def test_train_without_tensorflow_then_ship(tmp_path):
     state = json.load(open(str(tmp_path / 'NMDt.json')))
     assert state['step'] == 2 and len(state['validation']) == 2
     assert all(0 <= v[k] <= 100 for v in state['validation'] for k in ('noise', 'blur'))
-    assert sorted(parts.load_parts(str(tmp_path / 'NMDt'))) == sorted(
-        parts.load_parts(str(tmp_path / 'NMD')))                 # CLASSIFIER, the TF names
-    frsr, natsr = parts.load_parts(str(tmp_path / 'FRSR')), parts.load_parts(str(tmp_path / 'NatSR'))
+    assert sorted(npz_parts.load_parts(str(tmp_path / 'NMDt'))) == sorted(
+        npz_parts.load_parts(str(tmp_path / 'NMD')))                 # CLASSIFIER, the TF names
+    frsr, natsr = npz_parts.load_parts(str(tmp_path / 'FRSR')), npz_parts.load_parts(str(tmp_path / 'NatSR'))
     assert len(frsr) == 106 and sorted(frsr) == sorted(natsr)
     assert any(not np.array_equal(frsr[k], natsr[k]) for k in frsr)    # the NatSR steps moved GEN
     log = json.load(open(str(tmp_path / 'NatSR.json')))['log']

@@ -15,10 +15,12 @@ from conftest import make_tfrecord, random_checkpoint
 from natsr import checkpoints
 from natsr import device
 from natsr.training import loop
+import config
 import main as sr_main
 import train
 from natsr.training import trials
 from model import FRACTAL, NMD
+from Train_NMD import config as nmd_config
 from Train_NMD import main as nmd_main
 from Train_NMD import train as nmd_train
 from Train_NMD.degrade import inject_dct, blur, dct_matrix
@@ -72,7 +74,7 @@ def test_ragan_losses_equal_numpy():
 
 
 def test_learning_rate_schedule():
-    args = loop.config_parser(sr_main.config, '').parse_args([])
+    args = loop.config_parser(config, '').parse_args([])
     with tf.Graph().as_default(), tf.Session() as sess:
         step = tf.placeholder(tf.int64, [])
         rate = train.learning_rate(step, args)
@@ -114,7 +116,7 @@ def test_blur_interpolates():
 
 
 def test_curriculum_rule():
-    args = loop.config_parser(nmd_main.config, '').parse_args(['--acc_window', '3'])
+    args = loop.config_parser(nmd_config, '').parse_args(['--acc_window', '3'])
     step = lambda s, a, nh, bh, an, ab: nmd_train.curriculum_update(s, a, nh, bh, an, ab, args)
     # window not full: nothing moves even at 100 %
     assert step(0.1, 0.5, [100], [], 100, 50)[:2] == (0.1, 0.5)
@@ -142,7 +144,7 @@ def test_frsr_trains_only_gen_saves_restores_and_resumes(data, tmp_path):
     counters = {'global_step', 'beta1_power', 'beta2_power'}
     assert set(changed(first, third)) == {k for k in first if k.startswith('GEN/')} | counters  # GEN alone moved
     # the L1 loss falls on the repeated batch
-    _, losses = train.train(loop.config_parser(sr_main.config, '').parse_args(
+    _, losses = train.train(loop.config_parser(config, '').parse_args(
         sr_args(data, ck, '--model', 'FRSR', '--max_steps', '12')))
     assert losses['l1'] < train_l1_at(str(trial / 'model-1'), data)
 
@@ -194,7 +196,7 @@ def test_resume_continues_step_and_learning_rate(data, tmp_path):
         assert r.get_tensor('global_step') == 5
         # Adam's bias-correction counter (starts at beta1) proves 5 updates, not 3 + a fresh 2
         assert r.get_tensor('beta1_power') == pytest.approx(0.9 ** 6, rel=1e-5)
-    args = loop.config_parser(sr_main.config, '').parse_args(sched)
+    args = loop.config_parser(config, '').parse_args(sched)
     with tf.Graph().as_default(), tf.Session() as sess:
         assert sess.run(train.learning_rate(tf.constant(5, tf.int64), args)) == pytest.approx(2e-6)
     # --step picks an older checkpoint of the trial
@@ -228,12 +230,12 @@ def test_bad_training_inputs(data, tmp_path, capsys, extra, message):
 def test_patch_size_flag_defaults_to_the_sidecar(data, tmp_path, capsys):
     """config.PATCH_SIZE is the paper's 192; the flag's default is the TFRecord's side (every FRSR
     test here trains 16-pixel patches without --patch_size); a matching value is accepted."""
-    for config in (sr_main.config, nmd_main.config):
-        parser = loop.config_parser(config, '')
+    for module in (config, nmd_config):
+        parser = loop.config_parser(module, '')
         assert parser.parse_args([]).patch_size is None
         assert parser.parse_args(['--patch_size', '96']).patch_size == 96
-    assert "default: the TFRecord's" in ' '.join(loop.config_parser(sr_main.config, '').format_help().split())
-    assert sr_main.config.PATCH_SIZE == 192
+    assert "default: the TFRecord's" in ' '.join(loop.config_parser(config, '').format_help().split())
+    assert config.PATCH_SIZE == 192
     assert sr_main.main(sr_args(data, tmp_path, '--model', 'FRSR', '--max_steps', '1',
                                 '--patch_size', str(PATCH))) == 0
     assert tf.train.latest_checkpoint(str(tmp_path / 'FRSR_x4_trial0')).endswith('model-1')
@@ -256,7 +258,7 @@ def test_natsr_d_step_then_g_step_with_frozen_nmd(data, tmp_path, capsys):
     frsr = random_checkpoint(str(tmp_path / 'FRSR'), lambda x: FRACTAL(x, 4), 'GEN')
     nmd = random_checkpoint(str(tmp_path / 'NMD'), NMD, 'CLASSIFIER')
     frsr_x2 = random_checkpoint(str(tmp_path / 'FRSR_x2'), lambda x: FRACTAL(x, 2), 'GEN')
-    args = loop.config_parser(sr_main.config, '').parse_args(sr_args(
+    args = loop.config_parser(config, '').parse_args(sr_args(
         data, tmp_path / 'ck', '--max_steps', '1', '--frsr_checkpoint', frsr, '--nmd_checkpoint', nmd))
 
     # graph structure: each optimizer updates its own network only
@@ -421,7 +423,7 @@ def test_natsr_lf_weight_adds_the_term_to_the_g_loss(data, tmp_path):
     feed_lr, feed_hr = rng.rand(2, 4, 4, 3), rng.rand(2, PATCH, PATCH, 3)
     extra = {}
     for weight in ('0', '50'):
-        args = loop.config_parser(sr_main.config, '').parse_args(sr_args(
+        args = loop.config_parser(config, '').parse_args(sr_args(
             data, tmp_path / weight, '--frsr_checkpoint', frsr, '--nmd_checkpoint', nmd, '--lf_weight', weight))
         with tf.Graph().as_default():
             lr = tf.placeholder(tf.float32, [2, 4, 4, 3])

@@ -2,7 +2,7 @@
 SavedModel, ONNX (tf2onnx), TFLite (TensorFlow's converter, builtin ops only) and OpenVINO IR
 (read from the ONNX file). Batch, height and width stay free in every format.
 
-The converters are optional (requirements-export.txt); `missing(fmt)` names the package a format
+The converters are optional (requirements/export.txt); `missing(fmt)` names the package a format
 lacks, so that export.py can refuse before any work.
 """
 import importlib.util

@@ -93,7 +93,7 @@ def problem(name, precision):
     if precision != 'fp32':
         return '--engine %s runs fp32 only (not --precision %s)' % (name, precision)
     if missing(name):
-        return '--engine %s needs the package %s (pip install -r requirements-export.txt)' % (name, missing(name))
+        return '--engine %s needs the package %s (pip install -r requirements/export.txt)' % (name, missing(name))
     return None
 
 
@@ -129,39 +129,50 @@ class Engine(object):
         lr = np.asarray(lr, np.float32)
         h, w = lr.shape[:2]
         self.last_tile = tile if tile and max(h, w) > tile else None
-        if not self.last_tile:
-            return self.run(np.ascontiguousarray(lr[None]))[0]
-        return tiling.tiled(lambda x: self.run(np.ascontiguousarray(x)), lr, self.scale, tile, self.margin,
-                            batch=batch or 1)
+        return tiling.super_resolve(self.run, lr, self.scale, self.margin, tile, batch=batch or 1)
 
     def close(self):
         self.run = None
 
 
+def out_of_memory(e):
+    """Whether the runtime's error `e` says that memory ran out (numpy's MemoryError, ONNX Runtime's
+    and OpenVINO's failed allocations, std::bad_alloc)."""
+    text = str(e).lower()
+    return isinstance(e, MemoryError) or 'bad_alloc' in text or 'failed to allocate' in text or 'out of memory' in text
+
+
 class OnRuntime(object):
     """sr.Generator `gen` with its forward passes run by `runtime` on a float32 export of its weights
-    (test.py --engine): the rest (weights, margin, memory budget, device) is the generator's. Tiles as
-    the generator chooses them: --tile, or automatic from its memory budget and bytes-per-pixel prior."""
+    (test.py --engine): the weights, margin, memory budget and device are the generator's (its
+    inference session is closed: only its weights are needed). Tiles as every engine's are planned,
+    by tiling.plan_and_run: --tile, or automatic from the memory budget, smaller after an
+    out-of-memory error. The runtimes have no allocator statistics: the memory per pixel is the
+    network's prior."""
 
     def __init__(self, gen, runtime):
         self.gen = gen
         self.engine = Engine.from_weights(runtime, gen.weights(), gen.scale, gen.arch)
+        gen.sess.close()
         self.what = self.engine.what
+        self.last_tile = None
 
-    def __getattr__(self, name):   # weights, margin, device, plan, scale, ...: the generator's
+    def __getattr__(self, name):   # weights, margin, device, plan, scale, prior, ...: the generator's
         return getattr(self.gen, name)
 
-    @property
-    def last_tile(self):
-        return self.engine.last_tile
+    def run(self, batch):
+        return self.engine.run(batch)
+
+    def memory_budget(self):
+        return self.gen.memory_budget()
+
+    def bytes_per_pixel(self):
+        return self.gen.prior
 
     def __call__(self, lr, tile=None, batch=None):
-        h, w = lr.shape[:2]
-        if tile is None:
-            tile = tiling.auto_tile(h, w, self.gen.memory_budget(), self.gen.prior, self.gen.margin)
-        if tile and max(h, w) > tile and batch is None:
-            batch = tiling.tile_batch(tile, self.gen.memory_budget(), self.gen.prior, self.gen.margin)
-        return self.engine(lr, tile, batch)
+        out, self.last_tile = tiling.plan_and_run(self, np.asarray(lr, np.float32), tile, batch,
+                                                  out_of_memory=out_of_memory)
+        return out
 
     def close(self):
         self.engine.close()

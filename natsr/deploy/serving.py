@@ -4,8 +4,8 @@
 TensorFlow is imported when a graph is built."""
 import os
 import shutil
-import tempfile
 
+import utils
 from natsr import checkpoints
 from natsr import device
 from natsr.deploy import convert
@@ -87,12 +87,12 @@ def export(prefix, scale, out_dir, overwrite=False, arch='FRACTAL', fmt='savedmo
 
 def check_targets(out_dir, fmt, overwrite):
     """targets(out_dir, fmt), or UsageError when a converter is missing or a target is taken."""
-    if convert.missing(fmt):
-        raise UsageError('--format %s needs the package %s (pip install -r requirements-export.txt)'
-                         % (fmt, convert.missing(fmt)))
     paths = targets(out_dir, fmt)
     if fmt == 'openvino' and not paths[0].endswith('.xml'):
         raise UsageError('--out of --format openvino must end in .xml (its weights go to the .bin beside it)')
+    if convert.missing(fmt):
+        raise UsageError('--format %s needs the package %s (pip install -r requirements/export.txt)'
+                         % (fmt, convert.missing(fmt)))
     taken = [p for p in paths if os.path.exists(p)]
     if taken and not overwrite:
         raise UsageError('%s exists (pass --overwrite to replace it)' % taken[0])
@@ -103,9 +103,8 @@ def export_weights(weights, scale, out_dir, overwrite=False, arch='FRACTAL', fmt
     """export() of the generator's `weights` ({name: array}, as sr.Generator.weights gives them)."""
     import tensorflow.compat.v1 as tf
     paths = check_targets(out_dir, fmt, overwrite)
-    parent = os.path.dirname(paths[0])
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.export-', dir=parent)
+    utils.remove_leftovers({os.path.dirname(paths[0])})   # the work folders of killed exports
+    tmp = utils.temporary_folder(paths[0])
     try:
         with tf.Graph().as_default() as graph:
             inp, out = build_serving_graph(weights, scale, arch, io, portable=fmt != 'savedmodel')

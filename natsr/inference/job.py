@@ -79,50 +79,31 @@ class Job:
 
 
 class Item(object):
-    """One image of the job: its display name, output stem, `load()` -> (LR, HR or None), which may
-    raise utils.ImageError, and `path`: the LR file, whose header is checked before decoding (or None)."""
+    """One image of the job: its display name, output stem, `load(checked=False)` -> (LR, HR or None),
+    which may raise utils.ImageError, and `path`: the LR file, whose header is checked before decoding
+    (or None; `checked`: the caller has checked it, utils.checked_size)."""
 
     def __init__(self, name, stem, load, path=None):
         self.name, self.stem, self.load, self.path = name, stem, load, path
 
 
-def _names(paths, limit=5):
-    names = [os.path.basename(p) for p in paths]
-    return ', '.join(names[:limit]) + (' ... (+%d more)' % (len(names) - limit) if len(names) > limit else '')
+def pair_files(lr_files, hr_files, scale):
+    """[(lr, hr)] in the order of the LR files, every image with its pair (utils.pair_files);
+    UsageError otherwise."""
+    try:
+        lr_of = utils.pair_files(lr_files, hr_files, scale)
+    except ValueError as e:
+        raise UsageError('LR and HR folders do not match: %s' % e)
+    hr_of = {lr: hr for hr, lr in lr_of.items()}
+    return [(lr, hr_of[lr]) for lr in lr_files]
 
 
 def list_folder(folder, what):
+    """utils.list_folder, UsageError where it fails."""
     try:
-        files = utils.list_images(folder)
-    except FileNotFoundError:
-        if os.path.exists(folder):
-            raise UsageError('%s folder %s is a file, not a folder (give the folder that holds the images)'
-                             % (what, folder))
-        raise UsageError('%s folder %s: no such folder' % (what, folder))
-    if not files:
-        raise UsageError('%s folder %s: no images (%s)' % (what, folder, ' '.join(utils.IMAGE_EXTS)))
-    return files
-
-
-def pair_files(lr_files, hr_files, scale):
-    """[(lr, hr)] paired by stem (utils.pair_by_stem: an LR stem may end in x<scale>, babyx4 or
-    baby_x4); UsageError unless every image has its pair."""
-    try:
-        lr_of = utils.pair_by_stem(lr_files, hr_files, scale)
+        return utils.list_folder(folder, '%s folder' % what)
     except ValueError as e:
         raise UsageError(str(e))
-    hr_of = {lr: hr for hr, lr in lr_of.items()}
-    lone_lr = [lr for lr in lr_files if lr not in hr_of]
-    lone_hr = sorted((hr for hr in hr_files if hr not in lr_of), key=utils.stem)
-    if lone_lr or lone_hr:
-        parts = ['%d LR vs %d HR images' % (len(lr_files), len(hr_files))]
-        if lone_lr:
-            parts.append('no HR image for %s' % _names(lone_lr))
-        if lone_hr:
-            parts.append('no LR image for %s' % _names(lone_hr))
-        raise UsageError('LR and HR folders do not match (pairing by file stem, LR may end in x%d): %s'
-                         % (scale, '; '.join(parts)))
-    return [(lr, hr_of[lr]) for lr in lr_files]
 
 
 def folder_items(datapath, labelpath, scale, ref):
@@ -130,7 +111,8 @@ def folder_items(datapath, labelpath, scale, ref):
     pairs = (pair_files(lr_files, list_folder(labelpath, 'HR'), scale) if ref
              else [(f, None) for f in lr_files])
     return [Item(os.path.basename(lr), utils.stem(lr),
-                 lambda lr=lr, hr=hr: (utils.read_image(lr), utils.read_image(hr) if hr else None), lr)
+                 lambda checked=False, lr=lr, hr=hr: (utils.read_image(lr, checked), utils.read_image(hr) if hr else None),
+                 lr)
             for lr, hr in pairs]
 
 
@@ -141,7 +123,7 @@ def default_items(scale):
         hr = utils.modcrop(getattr(skimage.data, name)(), scale)
         return imresize(hr, 1.0 / scale), hr
 
-    return [Item(name, name, lambda n=name: load(n)) for name in DEFAULT_PHOTOS]
+    return [Item(name, name, lambda checked=False, n=name: load(n)) for name in DEFAULT_PHOTOS]
 
 
 def check_stems(items):
@@ -272,13 +254,3 @@ def plan(args):
     job.columns = metric_columns(args, ref)
     _check_outputs(args, job.outdir, save, job.columns)
     return job
-
-
-def remove_leftovers(folders):
-    """Remove the temporary files that killed runs left in `folders` (utils.remove_dead_temporaries),
-    with one note line."""
-    for folder in sorted(folders):
-        removed = utils.remove_dead_temporaries(folder)
-        if removed:
-            print('note: removed %d temporary file%s of interrupted runs in %s (%s)'
-                  % (len(removed), '' if len(removed) == 1 else 's', folder, ', '.join(removed)))

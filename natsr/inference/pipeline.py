@@ -31,8 +31,10 @@ class OutputError(Exception):
 
 @dataclasses.dataclass
 class Tally:
-    """What a run did: metric rows, images failed and saved, seconds in the network, and why it stopped."""
+    """What a run did: metric rows, images failed (and their one-line `errors`) and saved, seconds in
+    the network, and why it stopped."""
     rows: List[dict] = dataclasses.field(default_factory=list)
+    errors: List[str] = dataclasses.field(default_factory=list)
     failed: int = 0
     saved: int = 0
     seconds: float = 0.0
@@ -113,12 +115,13 @@ class Pipeline(object):
 
     def load(self, it):
         """(LR, HR or None); the LR size its header declares is checked before anything is decoded."""
-        if it.path:
-            h, w = utils.checked_size(it.path)
-            problem = input_problem(h, w, self.job.scale, self.limit, memory.available_memory() // self.share)
-            if problem:
-                raise utils.ImageError('%s: %s' % (it.path, problem))
-        return it.load()
+        if not it.path:
+            return it.load()
+        h, w = utils.checked_size(it.path)
+        problem = input_problem(h, w, self.job.scale, self.limit, memory.available_memory() // self.share)
+        if problem:
+            raise utils.ImageError('%s: %s' % (it.path, problem))
+        return it.load(checked=True)
 
     def upscale(self, it, lr, hr):
         """The SR image of one item; utils.ImageError when its LR and HR do not match."""
@@ -148,6 +151,12 @@ class Pipeline(object):
                 raise OutputError('cannot save %s (%s)' % (path, e.strerror or e))
         return row
 
+    def fail(self, e):
+        """One image failed: its line on stderr, counted."""
+        warn('error: %s' % e)
+        self.tally.errors.append(str(e))
+        self.tally.failed += 1
+
     def collect(self, future):
         tally = self.tally
         try:
@@ -156,8 +165,7 @@ class Pipeline(object):
             tally.stop = tally.stop or str(e)
             return
         except utils.ImageError as e:
-            warn('error: %s' % e)
-            tally.failed += 1
+            self.fail(e)
             return
         tally.saved += bool(self.job.save)
         if row is not None:
@@ -181,8 +189,7 @@ class Pipeline(object):
                     loads[i] = None
                     out = self.upscale(it, lr, hr)
                 except utils.ImageError as e:
-                    warn('error: %s' % e)
-                    self.tally.failed += 1
+                    self.fail(e)
                     continue
                 pending.append(finisher.submit(self.finish, it.name, it.stem, out, hr))
                 while len(pending) > 2:

@@ -68,6 +68,7 @@ class Generator(object):
         self.margin = net.receptive_margin          # LR context of a tile
         self.prior = net.bytes_per_lr_pixel.get(scale)   # bytes per LR pixel before any is measured
         self.last_tile = None
+        self.progress = None   # progress(done, total) of a tiled pass (tiling.tiled), e.g. a progress bar
         self.per_pixel = self.per_pixel_source = None   # bytes per LR pixel, once measured (bytes_per_pixel)
         self.var_graph = tf.Graph()
         with self.var_graph.as_default():
@@ -139,43 +140,22 @@ class Generator(object):
             return (free if free else 8 << 30) // 2
         return memory.available_memory() // 2
 
-    def __call__(self, lr, tile=None, batch=None):
-        """SR of float [H, W, 3] in [0, 1] -> float32 [sH, sW, 3] (unclipped). `tile` None: automatic
-        (whole image when it fits the memory budget); `batch` None: as many same-shaped tiles per
-        call as fit the budget. The memory per pixel is the network's prior (bytes_per_lr_pixel)
-        where that fits the whole image, else the one measured here (bytes_per_pixel).
+    def run(self, batch):
+        """One forward pass: float32 [N, h, w, 3] -> [N, sh, sw, 3]."""
+        return self.sess.run(self.output, {self.input: batch})
 
-        On an out-of-memory error, retries with tiles half the size. `last_tile`: the tile
-        size the image was processed with (None: whole).
-        """
+    def __call__(self, lr, tile=None, batch=None):
+        """SR of float [H, W, 3] in [0, 1] -> float32 [sH, sW, 3] (unclipped), whole or in tiles as
+        tiling.plan_and_run decides (`tile` None: automatic, whole where it fits the memory budget;
+        `batch` None: as many same-shaped tiles per call as fit; on an out-of-memory error, smaller).
+        `last_tile`: the tile size the image was processed with (None: whole)."""
         import tensorflow.compat.v1 as tf
         if self.plan.tf32 is not None:  # a process-wide switch: another Generator may have moved it
             tf.config.experimental.enable_tensor_float_32_execution(self.plan.tf32)
-        h, w = lr.shape[:2]
-        budget = per_pixel = None
-        if tile is None or batch is None:
-            budget = self.memory_budget()
-            if tile is None and h * w * self.prior <= budget:
-                tile = 0   # fits even by the prior: nothing to measure
-            elif tile is None or (tile and max(h, w) > tile):
-                per_pixel = self.bytes_per_pixel()
-        if tile is None:
-            tile = tiling.auto_tile(h, w, budget, per_pixel or self.prior, self.margin)
-        while True:
-            try:
-                self.last_tile = tile if tile and max(h, w) > tile else None
-                n = batch if batch is not None else (tiling.tile_batch(tile, budget, per_pixel or self.prior, self.margin)
-                                                     if self.last_tile else 1)
-                return tiling.super_resolve(self.sess, self.input, self.output, lr, self.scale, self.margin, tile,
-                                            batch=n)
-            except tf.errors.ResourceExhaustedError:
-                if batch is None and self.last_tile and n > 1:
-                    batch = max(1, n // 2)
-                    continue
-                current = tile or max(h, w)
-                if current <= tiling.MIN_TILE:
-                    raise
-                tile = max(tiling.MIN_TILE, current // 2)
+        oom = (tf.errors.ResourceExhaustedError, MemoryError)
+        out, self.last_tile = tiling.plan_and_run(self, np.asarray(lr, np.float32), tile, batch,
+                                                  out_of_memory=lambda e: isinstance(e, oom))
+        return out
 
     def close(self):
         self.sess.close()

@@ -1,6 +1,7 @@
 """test.py's upscaler: the function from float RGB to float RGB that a job runs (MATLAB bicubic, a
 network from its checkpoint, or the --blend dial), set up with its lines on stdout, and
 `upscale_image`, which runs it on an image of any layout."""
+import os
 import sys
 
 import numpy as np
@@ -47,15 +48,22 @@ def bicubic(job):
     return Upscaler(lambda rgb, tile=None: imresize(rgb, job.scale))
 
 
-def generator(job, prefix=None, weights=None, what=None):
+def generator(job, prefix=None, weights=None, what=None, cache=None):
     """sr.Generator of a checkpoint prefix (or of given weights); UsageError (one line, naming `what`
-    where given) when it cannot be built."""
+    where given) when it cannot be built. `cache` (a dict, e.g. the web page's): the generators built
+    before, by checkpoint and settings; one of a checkpoint is built once and kept there."""
+    key = (os.path.abspath(prefix), job.scale, job.precision, job.arch, job.engine) if prefix else None
+    if cache is not None and key in cache:
+        return cache[key]
     try:
         gen = srlib.Generator(job.scale, prefix, precision=job.precision, arch=job.arch, weights=weights)
     except (CheckpointError, ValueError) as e:   # ValueError: PrecisionError, an unknown --arch or scale
         raise UsageError('%s: %s' % (what, e) if what else str(e))
     # --engine: its weights exported and run there
-    return gen if job.engine == 'tensorflow' else engines.OnRuntime(gen, job.engine)
+    gen = gen if job.engine == 'tensorflow' else engines.OnRuntime(gen, job.engine)
+    if cache is not None and key is not None:
+        cache[key] = gen
+    return gen
 
 
 def output_blend(ends, alpha):
@@ -69,13 +77,14 @@ def output_blend(ends, alpha):
     return run
 
 
-def network(job):
+def network(job, cache=None):
     """The sr.Generator(s) of the job: its checkpoint, or the dial's two ends (output blend) or one
-    network of their interpolated weights; UsageError (one line) when they cannot be built."""
+    network of their interpolated weights; UsageError (one line) when they cannot be built. `cache`:
+    see generator."""
     print('model: %s, x%d, checkpoint %s, %s' % (job.model, job.scale, job.checkpoint_label(), job.precision))
     b = job.blend
     if b is None:
-        gens = [generator(job, job.checkpoint)]
+        gens = [generator(job, job.checkpoint, cache=cache)]
     elif b.mode == 'weights':
         try:
             weights = checkpoints.blend_weights(b.fidelity, b.perceptual, b.alpha)
@@ -84,7 +93,7 @@ def network(job):
         what = 'the weight blend of %s and %s' % (b.fidelity, b.perceptual)
         gens = [generator(job, weights=weights, what=what)]
     else:
-        gens = [generator(job, b.fidelity), generator(job, b.perceptual)]
+        gens = [generator(job, b.fidelity, cache=cache), generator(job, b.perceptual, cache=cache)]
     gen = gens[0]
     if job.tile is not None and job.tile < tiling.MIN_TILE:
         side = job.tile + 2 * gen.margin
@@ -101,9 +110,10 @@ def network(job):
     return Upscaler(lambda rgb, tile=None: gen(rgb, tile=tile), gens)
 
 
-def make(job):
-    """The job's Upscaler, its set-up printed (model, device, notes on options without effect)."""
-    return bicubic(job) if job.model == 'bicubic' else network(job)
+def make(job, cache=None):
+    """The job's Upscaler, its set-up printed (model, device, notes on options without effect);
+    `cache`: the generators already built (see generator), for a process that runs many jobs."""
+    return bicubic(job) if job.model == 'bicubic' else network(job, cache)
 
 
 def upscale_image(img, scale, sr_rgb):

@@ -245,7 +245,7 @@ def train_stage(stage, args):
     tf.set_random_seed(args.seed)
     cluster = stage.cluster()
     meta = stage.data(cluster.replicas)
-    ds, _ = records.dataset(args.tfrecord_path, args.batch_size, seed=args.seed)
+    ds, _ = records.dataset(args.tfrecord_path, args.batch_size, seed=args.seed, meta=meta)
     if cluster.is_chief:
         trial_folder(folder)
     with cluster.scope():

@@ -29,14 +29,23 @@ def trial_folder(trial_dir):
     return trial_dir
 
 
+CHECKPOINT = 'model-%d'                  # a trial's checkpoint of one step, <trial_dir>/model-<step>
+
+
 def checkpoint_prefix(trial_dir, step):
-    return os.path.join(trial_dir, 'model-%d' % step)
+    return os.path.join(trial_dir, CHECKPOINT % step)
+
+
+def step_of(name):
+    """The step of a checkpoint name (model-<step>, optionally .index), or None."""
+    m = re.fullmatch(r'model-(\d+)(?:\.index)?', name)
+    return int(m.group(1)) if m else None
 
 
 def checkpoint_steps(trial_dir):
     """The steps of the checkpoints in `trial_dir` (its model-<step>.index files), ascending."""
     names = os.listdir(trial_dir) if os.path.isdir(trial_dir) else []
-    return sorted(int(m.group(1)) for m in (re.fullmatch(r'model-(\d+)\.index', n) for n in names) if m)
+    return sorted(step_of(n) for n in names if n.endswith('.index') and step_of(n) is not None)
 
 
 def checkpoint_damage(prefix):
@@ -60,15 +69,14 @@ def indexed_step(trial_dir):
         named = indexed_prefix(trial_dir)
     except (ValueError, OSError):  # not text (UnicodeDecodeError), unreadable
         return None
-    m = re.fullmatch(r'model-(\d+)', os.path.basename(named or ''))
-    step = int(m.group(1)) if m else None
+    step = step_of(os.path.basename(named or ''))
     return step if step in checkpoint_steps(trial_dir) else None
 
 
 def write_index(trial_dir, steps):
     """Write the `checkpoint` index atomically (what tf.train.Saver writes, with paths relative
     to the folder): model-<steps[-1]> is the latest, `steps` all the checkpoints kept."""
-    names = ['model-%d' % s for s in steps]
+    names = [CHECKPOINT % s for s in steps]
     text = 'model_checkpoint_path: "%s"\n' % names[-1]
     text += ''.join('all_model_checkpoint_paths: "%s"\n' % n for n in names)
     with utils.atomic_path(os.path.join(trial_dir, 'checkpoint')) as tmp:
@@ -154,7 +162,11 @@ def exported_steps(trial_dir):
         return set()
     try:
         with open(path) as f:
-            return {int(re.fullmatch(r'model-(\d+)', name).group(1)) for name in json.load(f)}
+            steps = {name: step_of(name) for name in json.load(f)}
+        bad = [name for name, step in steps.items() if step is None or name.endswith('.index')]
+        if bad:
+            raise ValueError('%r is not a checkpoint name' % bad[0])
+        return set(steps.values())
     except (ValueError, TypeError, AttributeError) as e:
         raise CheckpointError('%s: not a record of exported checkpoints ({"model-<step>": [prefix, ...]}): %s; '
                             'repair or delete it' % (path, e))
@@ -168,7 +180,7 @@ def record_export(trial_dir, step, out_prefix):
     if os.path.isfile(path):
         with open(path) as f:
             record = json.load(f)
-    targets = record.setdefault('model-%d' % step, [])
+    targets = record.setdefault(CHECKPOINT % step, [])
     if os.path.abspath(out_prefix) not in targets:
         targets.append(os.path.abspath(out_prefix))
     with utils.atomic_path(path) as tmp:
