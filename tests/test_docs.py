@@ -1,5 +1,5 @@
-"""The documentation against the code: every option of every command's --help is named in README.md
-or docs/*.md, README.md stays a short guide, and the relative links of README.md and docs/*.md point
+"""The documentation against the code: every option of every command's --help is named on that
+command's own page of docs/ (PAGES), README.md stays a short guide, and the relative links of README.md and docs/*.md point
 at files of the repository.
 
 The options come from the programs' own parsers: one subprocess runs every program (`PROGRAMS`) as
@@ -18,15 +18,20 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Every command-line program of the repository, as a user runs it (`python <path>`).
-PROGRAMS = [
-    'test.py', 'main.py', 'export.py', 'Train_NMD/main.py', 'Train_NMD/evaluate.py',
-    'generate_Dataset/generate_NatSR.py', 'generate_Dataset/generate_TrainNMD.py',
-    'tools/torch_train.py', 'tools/convert_weights.py', 'tools/prepare_pool.py',
-    'bench/quality.py', 'bench/speed.py', 'bench/precision_psnr.py', 'bench/train_speed.py',
-]
+# Every command-line program of the repository, as a user runs it (`python <path>`), and the page of
+# docs/ that documents its options (each option must be named there, not merely on some page).
+PAGES = {
+    'test.py': 'test.md', 'main.py': 'training.md', 'export.py': 'export.md', 'app.py': 'app.md',
+    'Train_NMD/main.py': 'training.md', 'Train_NMD/evaluate.py': 'training.md',
+    'generate_Dataset/generate_NatSR.py': 'data.md', 'generate_Dataset/generate_TrainNMD.py': 'data.md',
+    'tools/torch_train.py': 'torch_mirror.md', 'tools/convert_weights.py': 'torch_mirror.md',
+    'tools/prepare_pool.py': 'torch_mirror.md',
+    'bench/quality.py': 'benchmarks.md', 'bench/speed.py': 'benchmarks.md', 'bench/precision_psnr.py': 'benchmarks.md',
+    'bench/train_speed.py': 'training.md',
+}
+PROGRAMS = list(PAGES)
 README_MAX_LINES = 200
-# Optional packages (requirements-bench.txt): a program that needs one that is absent is skipped.
+# Optional packages (requirements/bench.txt): a program that needs one that is absent is skipped.
 OPTIONAL = ('torch',)
 
 
@@ -125,10 +130,12 @@ def test_every_option_is_documented():
     options, skipped = _options_of_programs()
     assert set(p.split(' ')[0] for p in options) | set(skipped) == set(PROGRAMS), 'a program built no parser'
     assert len(options.get('test.py', [])) > 10 and 'tools/convert_weights.py to-tf' in options
-    text = '\n'.join(_read(p) for p in doc_files())
-    missing = undocumented(options, text)
-    assert not missing, 'options in --help but not in README.md or docs/*.md:\n' + '\n'.join(
-        '  %s %s' % m for m in missing)
+    missing = []
+    for program, opts in sorted(options.items()):
+        page = PAGES[program.split(' ')[0]]
+        missing += ['%s (docs/%s)' % m for m in undocumented({program: opts}, _read(os.path.join(ROOT, 'docs', page)))]
+    assert not missing, "options in --help but not on the program's own page:\n" + '\n'.join(
+        '  %s' % m for m in missing)
 
 
 def test_undocumented_is_found():
