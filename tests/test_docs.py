@@ -27,7 +27,7 @@ PAGES = {
     'tools/torch_train.py': 'torch_mirror.md', 'tools/convert_weights.py': 'torch_mirror.md',
     'tools/prepare_pool.py': 'torch_mirror.md',
     'bench/quality.py': 'benchmarks.md', 'bench/speed.py': 'benchmarks.md', 'bench/precision_psnr.py': 'benchmarks.md',
-    'bench/train_speed.py': 'training.md',
+    'bench/train_speed.py': 'benchmarks.md',
 }
 PROGRAMS = list(PAGES)
 README_MAX_LINES = 200
@@ -133,7 +133,8 @@ def test_every_option_is_documented():
     missing = []
     for program, opts in sorted(options.items()):
         page = PAGES[program.split(' ')[0]]
-        missing += ['%s (docs/%s)' % m for m in undocumented({program: opts}, _read(os.path.join(ROOT, 'docs', page)))]
+        text = _read(os.path.join(ROOT, 'docs', page))
+        missing += ['%s %s (docs/%s)' % (p, o, page) for p, o in undocumented({program: opts}, text)]
     assert not missing, "options in --help but not on the program's own page:\n" + '\n'.join(
         '  %s' % m for m in missing)
 
