@@ -3,6 +3,8 @@ gives test.py's pixels within 1 uint8 level (--io float32: the generator's outpu
 even and an odd size and a batch of two, for the shipped FRSR x4 and FRSR_x2. One conversion per
 model, format and --io, shared by the module's tests."""
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -156,3 +158,27 @@ def test_test_py_engine_gives_tensorflows_results(tmp_path):
     assert os.listdir(tmp_path / 'openvino' / 'FRSR') != os.listdir(tmp_path / 'tensorflow' / 'FRSR')
     res = script(*common + ['--engine', 'openvino', '--precision', 'fp16', '--savepath', tmp_path / 'no'])
     assert res.returncode == 2 and 'precision' in res.stderr and not os.path.exists(tmp_path / 'no')
+
+
+@pytest.mark.slow
+def test_engine_tiles_under_an_address_space_limit(tmp_path):
+    """test.py --engine onnxruntime under `ulimit -v 4000000` on an image that does not fit as a whole:
+    the engine plans its tiles as TensorFlow's path does (tiling.plan_and_run) and finishes; the
+    export runs in its own process, whose address space is not this one's."""
+    import resource
+    import utils
+    if engines.missing('onnxruntime'):
+        pytest.skip('onnxruntime not installed (pip install -r requirements/export.txt)')
+    import skimage.data
+    lr = tmp_path / 'lr'
+    lr.mkdir()
+    utils.save_image(str(lr / 'a.png'), np.ascontiguousarray(skimage.data.astronaut()[60:360, 100:400]))  # 300 x 300
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (4000000 * 1024, resource.RLIM_INFINITY))
+    res = subprocess.run([sys.executable, os.path.join(ROOT, 'test.py'), '--model', 'FRSR', '--engine', 'onnxruntime',
+                          '--datapath', str(lr), '--save', '1', '--savepath', str(tmp_path / 'out')],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900, preexec_fn=limit)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert 'super-resolved in tiles of' in res.stderr
+    assert utils.read_image(str(tmp_path / 'out' / 'FRSR' / 'a.png')).shape == (1200, 1200, 3)

@@ -21,6 +21,23 @@ FORMAT = {'onnxruntime': 'onnx', 'openvino': 'openvino', 'tflite': 'tflite'}
 PACKAGE = {'onnxruntime': 'onnxruntime', 'openvino': 'openvino', 'tflite': 'tensorflow'}
 
 
+BUILT_IN = ('FRACTAL',)   # the generators of model.py that a fresh process knows
+
+
+def _export(weights, scale, path, arch, fmt):
+    from natsr.deploy import serving
+    return serving.export_weights(weights, scale, path, arch=arch, fmt=fmt, io='float32')
+
+
+def _export_child(scale, path, arch, fmt):
+    """Engine.from_weights' conversion in its own process: the weights from weights.npz beside `path`."""
+    from natsr.process import tflog
+    tflog.init(graph=False)
+    with np.load(os.path.join(os.path.dirname(path), 'weights.npz')) as z:
+        weights = {k: z[k] for k in z.files}
+    _export(weights, scale, path, arch, fmt)
+
+
 def threads():
     return os.cpu_count() or 1
 
@@ -30,6 +47,7 @@ class OnnxRuntime(object):
         import onnxruntime as ort
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads()
+        options.enable_cpu_mem_arena = False   # memory goes back after each pass: the tiles of a large image fit a budget
         self.session = ort.InferenceSession(path, options, providers=['CPUExecutionProvider'])
         self.input = self.session.get_inputs()[0].name
         self.what = 'onnxruntime %s, CPUExecutionProvider, %d threads' % (ort.__version__, threads())
@@ -113,14 +131,27 @@ class Engine(object):
     @classmethod
     def from_weights(cls, runtime, weights, scale, arch='FRACTAL'):
         """Export the generator's `weights` (sr.Generator.weights; serving.export_weights, --io float32)
-        to a temporary folder, removed once the runtime has loaded it."""
+        to a temporary folder, removed once the runtime has loaded it. The conversion runs in a child
+        process (its TensorFlow graphs and the converter's memory, about 2 GB of address space, go
+        back to the system with it), unless `arch` is a generator registered at run time, which a
+        fresh process does not know: then here."""
+        import multiprocessing
         from natsr.deploy import convert
-        from natsr.deploy import serving
         import model
         tmp = tempfile.mkdtemp(prefix='natsr-engine-')
         try:
-            path = serving.export_weights(weights, scale, os.path.join(tmp, 'model' + convert.SUFFIX[FORMAT[runtime]]),
-                                         arch=arch, fmt=FORMAT[runtime], io='float32')
+            path = os.path.join(tmp, 'model' + convert.SUFFIX[FORMAT[runtime]])
+            job = (scale, path, arch, FORMAT[runtime])
+            if arch in BUILT_IN:
+                np.savez(os.path.join(tmp, 'weights.npz'), **weights)
+                child = multiprocessing.get_context('spawn').Process(target=_export_child, args=job)
+                child.start()
+                child.join()
+                if child.exitcode != 0 or not os.path.exists(path):
+                    raise RuntimeError('the export for %s failed in its process (exit status %s)'
+                                       % (runtime, child.exitcode))
+            else:
+                _export(weights, *job)
             return cls(runtime, path, scale, model.generator_class(arch).receptive_margin)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
