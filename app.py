@@ -34,7 +34,6 @@ from natsr.process import exits
 
 MODELS = tuple(MODEL_SCALES) + ('bicubic',)
 DIAL_MODEL = 'NatSR'                 # the model the dial applies to (its ends: FRSR and NatSR)
-FORMATS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 CROP = 48                            # side of the zoomed crop, in output pixels before magnifying
 # Set before Gradio is imported: no analytics, no version check, no share tunnel, nothing fetched.
 OFFLINE_ENV = {
@@ -90,17 +89,16 @@ class Runner(object):
             self.count += 1
             folder = os.path.join(self.workdir, 'job%d' % self.count)
             os.makedirs(os.path.join(folder, 'in'))
-            path = os.path.join(folder, 'in', name if name.lower().endswith(FORMATS) else name + '.png')
+            path = os.path.join(folder, 'in', name if name.lower().endswith(utils.IMAGE_EXTS) else name + '.png')
             shutil.copyfile(upload, path)
 
             def line(text):   # the message as test.py says it, the upload named by its own name
                 return str(text).replace(path, name).replace(os.path.join(folder, 'in'), name)
             try:
-                utils.checked_size(path)   # not an image, or a decompression bomb: before any work
                 job = jobs.plan(script.parse_args(self.command(os.path.join(folder, 'in'), model, dial,
                                                                os.path.join(folder, 'out'))))
                 up = upscaler.make(job, cache=self.cache)
-            except (utils.ImageError, exits.UsageError) as e:
+            except exits.UsageError as e:
                 raise ValueError(line(e))
             passes = max(1, len(up.gens))
             for i, gen in enumerate(up.gens):

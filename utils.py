@@ -4,6 +4,7 @@ import os
 import re
 import shutil
 import struct
+import sys
 import tempfile
 
 import numpy as np
@@ -60,7 +61,6 @@ def list_folder(folder, what=None):
     """The sorted image files of `folder` (list_images), with a note on stderr of the other files left
     out; ValueError (one line naming the folder, after `what`, e.g. 'LR folder') when it is missing,
     is a file or holds no image: the one folder lister of test.py, the generators and the app."""
-    import sys
     name = '%s %s' % (what, folder) if what else folder
     if not os.path.exists(folder):
         raise ValueError('%s: no such folder' % name)
@@ -88,10 +88,9 @@ def pair_files(lr_files, hr_files, scale, every_lr=True):
     paired_lr = set(lr_of.values())
     lone_hr = sorted((hr for hr in hr_files if hr not in lr_of), key=stem)
     lone_lr = [lr for lr in lr_files if lr not in paired_lr] if every_lr else []
-    if lone_hr or lone_lr:
-        parts = (['no HR image for %d of %d LR images (%s)' % (len(lone_lr), len(lr_files), _first(lone_lr))]
-                 if lone_lr else []) + (['no LR image for %d of %d HR images (%s)' % (len(lone_hr), len(hr_files),
-                                                                                    _first(lone_hr))] if lone_hr else [])
+    parts = ['no %s image for %d of %d %s images (%s)' % (other, len(lone), len(files), kind, _first(lone))
+             for lone, files, kind, other in ((lone_lr, lr_files, 'LR', 'HR'), (lone_hr, hr_files, 'HR', 'LR')) if lone]
+    if parts:
         raise ValueError('%s; an LR image is named like its HR image, optionally followed by x%d, _x%d or -x%d '
                          '(0001.png <-> 0001x%d.png)' % ('; '.join(parts), scale, scale, scale, scale))
     return lr_of

@@ -186,3 +186,14 @@ if __name__ == '__main__':
                 print(program, option)
         for program, why in sorted(skipped.items()):
             print(program, 'skipped:', why)
+
+
+def test_ci_runs_the_readme_test_command_as_written():
+    """.ci/run holds the README's test command (the block after '<!-- the test command -->') as one line,
+    word for word: a green CI means that a newcomer's run of that command passes."""
+    readme = _read(os.path.join(ROOT, 'README.md'))
+    block = readme.split('<!-- the test command -->', 1)[1].split('```', 2)[1]
+    command = [line for line in block.splitlines()[1:] if line.strip()]
+    assert len(command) == 1 and command[0].startswith('pip install'), command
+    ci = _read(os.path.join(ROOT, '.ci', 'run')).splitlines()
+    assert command[0] in ci, '.ci/run does not run the README test command: %s' % command[0]

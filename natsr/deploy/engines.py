@@ -188,14 +188,11 @@ class OnRuntime(object):
         self.what = self.engine.what
         self.last_tile = None
 
-    def __getattr__(self, name):   # weights, margin, device, plan, scale, prior, ...: the generator's
+    def __getattr__(self, name):   # weights, margin, memory_budget, device, plan, scale, prior: the generator's
         return getattr(self.gen, name)
 
     def run(self, batch):
         return self.engine.run(batch)
-
-    def memory_budget(self):
-        return self.gen.memory_budget()
 
     def bytes_per_pixel(self):
         return self.gen.prior

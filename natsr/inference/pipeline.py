@@ -35,10 +35,13 @@ class Tally:
     the network, and why it stopped."""
     rows: List[dict] = dataclasses.field(default_factory=list)
     errors: List[str] = dataclasses.field(default_factory=list)
-    failed: int = 0
     saved: int = 0
     seconds: float = 0.0
     stop: Optional[str] = None
+
+    @property
+    def failed(self):
+        return len(self.errors)
 
 
 def score(sr, hr, scale, name, columns):
@@ -155,7 +158,6 @@ class Pipeline(object):
         """One image failed: its line on stderr, counted."""
         warn('error: %s' % e)
         self.tally.errors.append(str(e))
-        self.tally.failed += 1
 
     def collect(self, future):
         tally = self.tally

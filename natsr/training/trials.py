@@ -37,15 +37,16 @@ def checkpoint_prefix(trial_dir, step):
 
 
 def step_of(name):
-    """The step of a checkpoint name (model-<step>, optionally .index), or None."""
-    m = re.fullmatch(r'model-(\d+)(?:\.index)?', name)
+    """The step of a checkpoint name (model-<step>), or None."""
+    m = re.fullmatch(r'model-(\d+)', name)
     return int(m.group(1)) if m else None
 
 
 def checkpoint_steps(trial_dir):
     """The steps of the checkpoints in `trial_dir` (its model-<step>.index files), ascending."""
     names = os.listdir(trial_dir) if os.path.isdir(trial_dir) else []
-    return sorted(step_of(n) for n in names if n.endswith('.index') and step_of(n) is not None)
+    steps = (step_of(n[:-len('.index')]) for n in names if n.endswith('.index'))
+    return sorted(s for s in steps if s is not None)
 
 
 def checkpoint_damage(prefix):
@@ -163,7 +164,7 @@ def exported_steps(trial_dir):
     try:
         with open(path) as f:
             steps = {name: step_of(name) for name in json.load(f)}
-        bad = [name for name, step in steps.items() if step is None or name.endswith('.index')]
+        bad = [name for name, step in steps.items() if step is None]
         if bad:
             raise ValueError('%r is not a checkpoint name' % bad[0])
         return set(steps.values())
