@@ -30,8 +30,12 @@ def pins(root=ROOT):
 
 
 def installed():
-    """{package: (version, [requirement strings])} of the running interpreter's distributions."""
-    return {_name(d.metadata['Name']): (d.version, d.requires or []) for d in importlib.metadata.distributions()}
+    """{package: (version, [requirement strings])} of the running interpreter's distributions; of two
+    copies of one (a venv over system site-packages), the one found first on sys.path, which imports."""
+    found = {}
+    for d in importlib.metadata.distributions():
+        found.setdefault(_name(d.metadata['Name']), (d.version, d.requires or []))
+    return found
 
 
 def drift(pinned, present):
