@@ -4,6 +4,7 @@ file, a TFLite file or an OpenVINO IR (--format; the last three need requirement
     python export.py --model FRSR --modelpath Model --out exported/FRSR_x4
     python export.py --model FRSR --format onnx --out exported/FRSR_x4.onnx
     python export.py --checkpoint runs/FRSR_x4_trial0/model-500 --scale 4 --out exported/mine
+    python export.py --model FRSR --format onnx --io float32 --quantize int8 --calibration train_HR --out FRSR_int8.onnx
     python export.py --checkpoint runs/FRSR_x2_trial0/model-500 --scale 2 --arch MYNET --out exported/mynet
 
 Every format takes uint8 [N, H, W, 3] RGB (any N, H, W; one image is `img[None]`) and gives uint8
@@ -28,9 +29,13 @@ import argparse
 import os
 import sys
 
+import utils
+
 from natsr import checkpoints
 from natsr import device
 from natsr.deploy import convert
+from natsr.deploy import engines
+from natsr.deploy import quantize
 from natsr.deploy.serving import SIGNATURE, export
 from natsr.process import exits
 from natsr.process import tflog
@@ -55,6 +60,14 @@ def parse_args(argv=None):
     p.add_argument('--io', default='uint8', choices=tuple(convert.IO_NAMES),
                    help='uint8 (default: uint8 RGB in and out, test.py\'s pixels) or float32 (RGB in [0, 1] in, '
                         'the unclipped network output out: what test.py --engine runs)')
+    p.add_argument('--quantize', default=None, choices=('int8',),
+                   help='int8: an eight-bit model (onnx or openvino; natsr/deploy/quantize.py, docs/export.md#int8), '
+                        'calibrated on LR patches cut from --calibration')
+    p.add_argument('--calibration', default=None, metavar='DIR',
+                   help='folder of training images for --quantize (never a benchmark or the validation set)')
+    p.add_argument('--calibration-patches', type=int, default=quantize.DEFAULT_PATCHES, metavar='N',
+                   help='LR patches of %d x %d pixels cut from --calibration (default %d, at least %d)'
+                        % (quantize.PATCH, quantize.PATCH, quantize.DEFAULT_PATCHES, quantize.MIN_PATCHES))
     p.add_argument('--out', required=True, help='folder (savedmodel) or file to write (must not exist, unless --overwrite)')
     p.add_argument('--overwrite', action='store_true', help='replace --out if it exists')
     p.add_argument('--gpu', default=None, help='CUDA_VISIBLE_DEVICES while exporting (default: unchanged)')
@@ -78,6 +91,27 @@ def resolve(args):
         raise UsageError(str(e))
 
 
+def calibration(args, scale):
+    """The LR patches of --quantize int8 (None without it); UsageError (one line) for a format that
+    cannot be quantized, a missing or empty folder, or too few patches."""
+    if args.quantize is None:
+        if args.calibration:
+            raise UsageError('--calibration is read by --quantize int8 only')
+        return None
+    if args.format not in convert.QUANTIZABLE:
+        raise UsageError('--quantize int8 needs --format onnx or openvino (not %s)' % args.format)
+    if engines.missing('onnxruntime'):
+        raise UsageError('--quantize int8 needs the package %s (pip install -r requirements/export.txt)'
+                         % engines.missing('onnxruntime'))
+    if not args.calibration:
+        raise UsageError('--quantize int8 needs --calibration DIR, a folder of training images')
+    try:
+        files = utils.list_folder(args.calibration, 'calibration folder')
+        return quantize.calibration_patches(files, args.calibration_patches, scale)
+    except (ValueError, utils.ImageError) as e:
+        raise UsageError(str(e))
+
+
 def main(argv=None):
     args = parse_args(argv)
     tflog.init(args.verbose, graph=False)   # the serving graph is built in its own tf.Graph()
@@ -87,8 +121,10 @@ def main(argv=None):
 
 def run(args):
     prefix, scale = resolve(args)
-    out = export(prefix, scale, args.out, args.overwrite, args.arch, args.format, args.io)
-    print('exported %s (x%d) -> %s' % (prefix, scale, out))
+    patches = calibration(args, scale)
+    out = export(prefix, scale, args.out, args.overwrite, args.arch, args.format, args.io, patches)
+    print('exported %s (x%d)%s -> %s' % (prefix, scale, ', int8 (%d calibration patches)' % len(patches)
+                                         if patches else '', out))
     ends = ('image', 'image') if args.format == 'savedmodel' and args.io == 'uint8' else convert.IO_NAMES[args.io]
     print("%s: %s %s [N, H, W, 3] -> %s %s [N, %dH, %dW, 3]" % (
         "signature '%s'" % SIGNATURE if args.format == 'savedmodel' else args.format,

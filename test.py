@@ -85,10 +85,15 @@ def parse_args(argv=None):
                         'HR); psnr and ssim need --labelpath' % ', '.join(n for n, m in metrics.METRICS.items()
                                                                           if 'base' not in m.needs))
     p.add_argument('--niqe', action='store_true', help='also compute NIQE of every output (slow); as niqe in --metrics')
-    p.add_argument('--precision', default='fp32', choices=PRECISIONS,
+    p.add_argument('--precision', default='fp32', choices=PRECISIONS + ('int8',),
                    help='arithmetic of the network: fp32 (default, exact); tf32 (NVIDIA GPU, compute capability >= 8.0), '
                         'fp16 (NVIDIA GPU >= 7.0), bf16 (CPU with AVX512_BF16 / AMX-BF16, or NVIDIA GPU >= 8.0); '
-                        'an unsupported choice is an error')
+                        'int8 (--engine onnxruntime or openvino: the export\'s eight-bit model, calibrated on '
+                        '--calibration); an unsupported choice is an error')
+    p.add_argument('--calibration', default=None, metavar='DIR',
+                   help='folder of training images whose LR patches calibrate --precision int8 (never a benchmark)')
+    p.add_argument('--calibration-patches', type=int, default=None, metavar='N',
+                   help='LR patches cut from --calibration (default: export.py\'s, 64)')
     p.add_argument('--blend', type=float, default=None, metavar='A',
                    help='the perception-distortion dial of --model NatSR: (1 - A) * FRSR + A * NatSR of MODELPATH/FRSR '
                         'and MODELPATH/NatSR (see --blend_mode); 0: FRSR, 1: NatSR')

@@ -18,7 +18,9 @@ All engines get the same input; the outputs' largest difference is printed.
 
 PyTorch is optional (`pip install -r requirements/bench.txt`); so are ONNX Runtime and OpenVINO
 (`pip install -r requirements/export.txt`; TFLite comes with TensorFlow). The runtimes run export.py's
-float32 export of the same weights (--io float32), each with every CPU thread.
+float32 export of the same weights (--io float32), each with every CPU thread; --int8 DIR adds their
+int8 models (export.py --quantize int8, calibrated on the training images of DIR) as onnxruntime-int8
+and openvino-int8 (their GFLOP/s count the same multiply-adds: GOP/s).
 """
 import argparse
 import json
@@ -62,6 +64,9 @@ def parse_args(argv=None):
     p.add_argument('--runtimes', default='auto',
                    help='comma-separated exported-model runtimes to time beside TensorFlow (engines.RUNTIMES: '
                         'onnxruntime, openvino, tflite); auto (default): those installed; none: no runtime')
+    p.add_argument('--int8', default=None, metavar='DIR',
+                   help='also time the int8 model (export.py --quantize int8) of each runtime that has one '
+                        '(onnxruntime, openvino), calibrated on this folder of training images')
     p.add_argument('--threads', type=int, default=None,
                    help='PyTorch threads (default: the CPU count, as TensorFlow\'s default intra-op pool)')
     p.add_argument('--checkpoint', default=None, help='GEN checkpoint prefix (default: random weights, seed 0)')
@@ -192,11 +197,12 @@ class TorchEngine(object):
 
 
 class RuntimeEngine(object):
-    """An exported float32 model (export.py --io float32) run by an engines.py runtime."""
-    def __init__(self, runtime, path, scale):
+    """An exported float32 model (export.py --io float32) run by an engines.py runtime; `name`:
+    the runtime, or '<runtime>-int8' for its int8 model."""
+    def __init__(self, name, path, scale):
         from natsr.deploy import engines
-        self.engine = engines.Engine(runtime, path, scale, MARGIN)
-        self.name = runtime
+        self.engine = engines.Engine(name.split('-')[0], path, scale, MARGIN, int8=name.endswith('-int8'))
+        self.name = name
         self.what = self.engine.what
 
     def __call__(self, lr, tile=None, batch=None):
@@ -220,13 +226,21 @@ def runtimes(args):
 
 
 def export_models(args, gen, names, folder):
-    """{runtime: path} of the float32 exports of `gen`'s weights in `folder`."""
+    """{engine name: path} of the float32 exports of `gen`'s weights in `folder`, and with --int8 of
+    the int8 models ('<runtime>-int8')."""
+    import utils
     from natsr.deploy import convert
     from natsr.deploy import engines
+    from natsr.deploy import quantize
     from natsr.deploy import serving
     weights = gen.weights()
-    return {r: serving.export_weights(weights, args.scale, os.path.join(folder, r + convert.SUFFIX[engines.FORMAT[r]]),
-                                     fmt=engines.FORMAT[r], io='float32') for r in names}
+    patches = (quantize.calibration_patches(utils.list_folder(args.int8, 'calibration folder'),
+                                            quantize.DEFAULT_PATCHES, args.scale) if args.int8 else None)
+    jobs = [(r, r, None) for r in names] + [(r + '-int8', r, patches) for r in names
+                                            if patches is not None and engines.FORMAT[r] in convert.QUANTIZABLE]
+    return {name: serving.export_weights(weights, args.scale, os.path.join(folder, name + convert.SUFFIX[engines.FORMAT[r]]),
+                                        fmt=engines.FORMAT[r], io='float32', calibration=calib)
+            for name, r, calib in jobs}
 
 
 def parse_case(text):
@@ -301,7 +315,8 @@ def memory(args):
                                                                          args.precision.split(',')[0]))
     for key in ('cpu', 'cpu_flags', 'tensorflow', 'onednn_ops', 'load_average'):
         print('# %s: %s' % (key, info[key]))
-    engines = ['tf'] + (['torch'] if with_torch else []) + names
+    int8 = [n + '-int8' for n in names if args.int8 and n != 'tflite']
+    engines = ['tf'] + (['torch'] if with_torch else []) + names + int8
     label = {'tf': 'TensorFlow', 'torch': 'PyTorch'}
     print('| case | %s | %s |' % (' | '.join('%s: before / peak / increase MB' % label.get(e, e) for e in engines),
                                  ' | '.join('%s / TF peak' % label.get(e, e) for e in engines[1:]) or 'n/a'))

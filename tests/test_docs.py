@@ -27,7 +27,7 @@ PAGES = {
     'tools/torch_train.py': 'torch_mirror.md', 'tools/convert_weights.py': 'torch_mirror.md',
     'tools/prepare_pool.py': 'torch_mirror.md',
     'bench/quality.py': 'benchmarks.md', 'bench/speed.py': 'benchmarks.md', 'bench/precision_psnr.py': 'benchmarks.md',
-    'bench/train_speed.py': 'benchmarks.md',
+    'bench/train_speed.py': 'benchmarks.md', 'bench/int8.py': 'benchmarks.md',
 }
 PROGRAMS = list(PAGES)
 README_MAX_LINES = 200

@@ -12,6 +12,7 @@ FORMATS = ('savedmodel', 'onnx', 'tflite', 'openvino')
 SUFFIX = {'savedmodel': '', 'onnx': '.onnx', 'tflite': '.tflite', 'openvino': '.xml'}
 PACKAGES = {'onnx': ('tf2onnx', 'onnx'), 'openvino': ('tf2onnx', 'onnx', 'openvino')}
 OPSET = 17
+QUANTIZABLE = ('onnx', 'openvino')   # export.py --quantize int8
 IO_NAMES = {'uint8': ('image', 'sr_image'), 'float32': ('input', 'output')}   # graph names of the ends
 SIGNATURE = 'serving_default'
 
@@ -70,14 +71,16 @@ def to_tflite(saved_model_dir, path):
 
 
 def to_openvino(onnx_path, xml_path):
-    """OpenVINO IR (.xml + .bin beside it) of an ONNX file, weights kept in float32."""
+    """OpenVINO IR (.xml + .bin beside it) of an ONNX file, weights kept in float32 (an int8 QDQ
+    file's quantize / dequantize pairs stay: OpenVINO runs those convolutions in int8)."""
     import openvino as ov
     ov.save_model(ov.convert_model(onnx_path), xml_path, compress_to_fp16=False)
 
 
-def write(fmt, sess, inp, out, io, work):
+def write(fmt, sess, inp, out, io, work, calibration=None):
     """Write `inp` -> `out` (in `sess`) as `fmt` inside the empty folder `work`; returns the paths
-    written there, the main one first (a folder for savedmodel; .xml then .bin for openvino)."""
+    written there, the main one first (a folder for savedmodel; .xml then .bin for openvino).
+    `calibration` (LR patches; onnx and openvino only): the int8 model of quantize.py instead."""
     import tensorflow.compat.v1 as tf
     main = os.path.join(work, 'model' + SUFFIX[fmt])
     if fmt == 'savedmodel':
@@ -91,6 +94,11 @@ def write(fmt, sess, inp, out, io, work):
     graph_def = tf.graph_util.extract_sub_graph(sess.graph.as_graph_def(), [out.op.name])
     onnx_path = os.path.join(work, 'model.onnx')
     to_onnx(graph_def, io, onnx_path)
+    if calibration is not None:
+        from natsr.deploy import quantize
+        float_path = os.path.join(work, 'float32.onnx')
+        os.replace(onnx_path, float_path)
+        quantize.quantize(float_path, onnx_path, calibration)
     if fmt == 'onnx':
         return [main]
     to_openvino(onnx_path, main)

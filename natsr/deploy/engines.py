@@ -17,6 +17,7 @@ from natsr.inference import tiling
 
 RUNTIMES = ('onnxruntime', 'openvino', 'tflite')
 TEST_ENGINES = ('onnxruntime', 'openvino')   # test.py --engine (docs/test.md)
+ENGINE_PRECISIONS = ('fp32', 'int8')          # what they run: the float32 export, or its int8 model (quantize.py)
 FORMAT = {'onnxruntime': 'onnx', 'openvino': 'openvino', 'tflite': 'tflite'}
 PACKAGE = {'onnxruntime': 'onnxruntime', 'openvino': 'openvino', 'tflite': 'tensorflow'}
 
@@ -24,18 +25,21 @@ PACKAGE = {'onnxruntime': 'onnxruntime', 'openvino': 'openvino', 'tflite': 'tens
 BUILT_IN = ('FRACTAL',)   # the generators of model.py that a fresh process knows
 
 
-def _export(weights, scale, path, arch, fmt):
+def _export(weights, scale, path, arch, fmt, calibration=None):
     from natsr.deploy import serving
-    return serving.export_weights(weights, scale, path, arch=arch, fmt=fmt, io='float32')
+    return serving.export_weights(weights, scale, path, arch=arch, fmt=fmt, io='float32', calibration=calibration)
 
 
 def _export_child(scale, path, arch, fmt):
-    """Engine.from_weights' conversion in its own process: the weights from weights.npz beside `path`."""
+    """Engine.from_weights' conversion in its own process: the weights from weights.npz beside `path`,
+    the calibration patches (int8) from calibration.npy there."""
     from natsr.process import tflog
     tflog.init(graph=False)
-    with np.load(os.path.join(os.path.dirname(path), 'weights.npz')) as z:
+    folder = os.path.dirname(path)
+    with np.load(os.path.join(folder, 'weights.npz')) as z:
         weights = {k: z[k] for k in z.files}
-    _export(weights, scale, path, arch, fmt)
+    patches = os.path.join(folder, 'calibration.npy')
+    _export(weights, scale, path, arch, fmt, list(np.load(patches)) if os.path.exists(patches) else None)
 
 
 def threads():
@@ -107,9 +111,10 @@ def missing(runtime):
 def problem(name, precision):
     """Why `name` ('tensorflow' or a runtime) cannot run `precision` here (one line), or None."""
     if name == 'tensorflow':
-        return None
-    if precision != 'fp32':
-        return '--engine %s runs fp32 only (not --precision %s)' % (name, precision)
+        return ('--precision int8 runs on --engine onnxruntime or openvino (an int8 model of the export)'
+                if precision == 'int8' else None)
+    if precision not in ENGINE_PRECISIONS:
+        return '--engine %s runs %s only (not --precision %s)' % (name, ' or '.join(ENGINE_PRECISIONS), precision)
     if missing(name):
         return '--engine %s needs the package %s (pip install -r requirements/export.txt)' % (name, missing(name))
     return None
@@ -119,19 +124,20 @@ class Engine(object):
     """A float32 export of generator x`scale` (LR context `margin`) run by `runtime`, called as
     sr.Generator: float [H, W, 3] -> float32 [sH, sW, 3], whole (tile None or 0) or in tiles."""
 
-    def __init__(self, runtime, path, scale, margin):
+    def __init__(self, runtime, path, scale, margin, int8=False):
         self.runtime = runtime
         self.run = load(runtime, path)
         self.scale = scale
         self.margin = margin
         self.last_tile = None
-        self.what = self.run.what
+        self.what = self.run.what + (', int8 model (quantize.py)' if int8 else '')
         self.device = 'CPU'
 
     @classmethod
-    def from_weights(cls, runtime, weights, scale, arch='FRACTAL'):
-        """Export the generator's `weights` (sr.Generator.weights; serving.export_weights, --io float32)
-        to a temporary folder, removed once the runtime has loaded it. The conversion runs in a child
+    def from_weights(cls, runtime, weights, scale, arch='FRACTAL', calibration=None):
+        """Export the generator's `weights` (sr.Generator.weights; serving.export_weights, --io float32;
+        its int8 model when `calibration` holds LR patches, quantize.py) to a temporary folder, removed
+        once the runtime has loaded it. The conversion runs in a child
         process (its TensorFlow graphs and the converter's memory, about 2 GB of address space, go
         back to the system with it), unless `arch` is a generator registered at run time, which a
         fresh process does not know: then here."""
@@ -144,6 +150,8 @@ class Engine(object):
             job = (scale, path, arch, FORMAT[runtime])
             if arch in BUILT_IN:
                 np.savez(os.path.join(tmp, 'weights.npz'), **weights)
+                if calibration is not None:
+                    np.save(os.path.join(tmp, 'calibration.npy'), np.stack(calibration))
                 child = multiprocessing.get_context('spawn').Process(target=_export_child, args=job)
                 child.start()
                 child.join()
@@ -151,8 +159,8 @@ class Engine(object):
                     raise RuntimeError('the export for %s failed in its process (exit status %s)'
                                        % (runtime, child.exitcode))
             else:
-                _export(weights, *job)
-            return cls(runtime, path, scale, model.generator_class(arch).receptive_margin)
+                _export(weights, *job, calibration=calibration)
+            return cls(runtime, path, scale, model.generator_class(arch).receptive_margin, calibration is not None)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -175,15 +183,16 @@ def out_of_memory(e):
 
 class OnRuntime(object):
     """sr.Generator `gen` with its forward passes run by `runtime` on a float32 export of its weights
-    (test.py --engine): the weights, margin, memory budget and device are the generator's (its
+    (test.py --engine; with `calibration`, LR patches, its int8 model: --precision int8): the weights,
+    margin, memory budget and device are the generator's (its
     inference session is closed: only its weights are needed). Tiles as every engine's are planned,
     by tiling.plan_and_run: --tile, or automatic from the memory budget, smaller after an
     out-of-memory error. The runtimes have no allocator statistics: the memory per pixel is the
     network's prior."""
 
-    def __init__(self, gen, runtime):
+    def __init__(self, gen, runtime, calibration=None):
         self.gen = gen
-        self.engine = Engine.from_weights(runtime, gen.weights(), gen.scale, gen.arch)
+        self.engine = Engine.from_weights(runtime, gen.weights(), gen.scale, gen.arch, calibration)
         gen.sess.close()
         self.what = self.engine.what
         self.last_tile = None

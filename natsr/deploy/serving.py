@@ -70,11 +70,12 @@ def targets(out, fmt):
     return [out, os.path.splitext(out)[0] + '.bin'] if fmt == 'openvino' else [out]
 
 
-def export(prefix, scale, out_dir, overwrite=False, arch='FRACTAL', fmt='savedmodel', io='uint8'):
+def export(prefix, scale, out_dir, overwrite=False, arch='FRACTAL', fmt='savedmodel', io='uint8', calibration=None):
     """Write checkpoint `prefix` (generator `arch`, x`scale`) as `fmt` (convert.FORMATS) with `io`
     ends ('uint8' or 'float32', see build_serving_graph) to `out_dir` (a folder for savedmodel,
     else a file; openvino: the .xml, its .bin beside it), atomically: written in a temporary
-    folder beside it, renamed at the end. Returns the absolute path."""
+    folder beside it, renamed at the end. `calibration`: LR patches for an int8 model (convert.write).
+    Returns the absolute path."""
     check_targets(out_dir, fmt, overwrite)   # before the work
     try:
         gen = sr.Generator(scale, prefix, arch=arch)   # checks the checkpoint against the x`scale` graph
@@ -82,7 +83,7 @@ def export(prefix, scale, out_dir, overwrite=False, arch='FRACTAL', fmt='savedmo
         raise UsageError(str(e))
     weights = gen.weights()
     gen.close()
-    return export_weights(weights, scale, out_dir, overwrite, arch, fmt, io)
+    return export_weights(weights, scale, out_dir, overwrite, arch, fmt, io, calibration)
 
 
 def check_targets(out_dir, fmt, overwrite):
@@ -99,7 +100,8 @@ def check_targets(out_dir, fmt, overwrite):
     return paths
 
 
-def export_weights(weights, scale, out_dir, overwrite=False, arch='FRACTAL', fmt='savedmodel', io='uint8'):
+def export_weights(weights, scale, out_dir, overwrite=False, arch='FRACTAL', fmt='savedmodel', io='uint8',
+                   calibration=None):
     """export() of the generator's `weights` ({name: array}, as sr.Generator.weights gives them)."""
     import tensorflow.compat.v1 as tf
     paths = check_targets(out_dir, fmt, overwrite)
@@ -109,7 +111,7 @@ def export_weights(weights, scale, out_dir, overwrite=False, arch='FRACTAL', fmt
         with tf.Graph().as_default() as graph:
             inp, out = build_serving_graph(weights, scale, arch, io, portable=fmt != 'savedmodel')
             with tf.Session(graph=graph, config=device.session_config()) as sess:
-                written = convert.write(fmt, sess, inp, out, io, tmp)
+                written = convert.write(fmt, sess, inp, out, io, tmp, calibration)
         for src, dst in reversed(list(zip(written, paths))):   # the .xml last: it names its .bin
             if os.path.isdir(dst):
                 shutil.rmtree(dst)

@@ -55,6 +55,7 @@ class Job:
     precision: str = 'fp32'
     arch: str = 'FRACTAL'
     engine: str = 'tensorflow'
+    calibration: Optional[list] = None   # --precision int8: the LR patches of quantize.py
     datapath: Optional[str] = None
     labelpath: Optional[str] = None
     csv: Optional[str] = None
@@ -217,7 +218,7 @@ def _find_model(args, default_job):
     if args.model == 'bicubic':
         return 'bicubic', None, None
     try:
-        if args.precision != 'fp32':  # before the checkpoint: a precision error needs no model
+        if args.precision not in ('fp32', 'int8'):  # before the checkpoint: a precision error needs no model
             device.check_precision(args.precision)
         if engines.problem(args.engine, args.precision):
             raise UsageError(engines.problem(args.engine, args.precision))
@@ -238,6 +239,23 @@ def _find_model(args, default_job):
     return args.model, prefix, blend
 
 
+def _calibration(args, scale, model):
+    """The LR patches of --precision int8 (quantize.calibration_patches of --calibration), else None;
+    UsageError (one line) without --calibration, for a missing or empty folder, or too few patches."""
+    if args.precision != 'int8' or model == 'bicubic':
+        if args.calibration:
+            raise UsageError('--calibration is read by --precision int8 only')
+        return None
+    if not args.calibration:
+        raise UsageError('--precision int8 needs --calibration DIR, a folder of training images')
+    from natsr.deploy import quantize
+    try:
+        return quantize.calibration_patches(utils.list_folder(args.calibration, 'calibration folder'),
+                                            args.calibration_patches or quantize.DEFAULT_PATCHES, scale)
+    except (ValueError, utils.ImageError) as e:
+        raise UsageError(str(e))
+
+
 def plan(args):
     """The Job of test.py's parsed options (test.parse_args), with every folder, checkpoint and output
     location checked: nothing is built or written before they all hold (UsageError, one line). What
@@ -249,7 +267,8 @@ def plan(args):
     model, prefix, blend = _find_model(args, default_job)
     job = Job(model, scale, default_job, ref, save, items, checkpoint=prefix, blend=blend,
               tile=args.tile, precision=args.precision, arch=args.arch, engine=args.engine,
-              datapath=args.datapath, labelpath=args.labelpath, csv=args.csv)
+              calibration=_calibration(args, scale, model), datapath=args.datapath, labelpath=args.labelpath,
+              csv=args.csv)
     job.outdir = os.path.join(args.savepath, job.folder)
     job.columns = metric_columns(args, ref)
     _check_outputs(args, job.outdir, save, job.columns)

@@ -56,11 +56,12 @@ def generator(job, prefix=None, weights=None, what=None, cache=None):
     if cache is not None and key in cache:
         return cache[key]
     try:
-        gen = srlib.Generator(job.scale, prefix, precision=job.precision, arch=job.arch, weights=weights)
+        gen = srlib.Generator(job.scale, prefix, precision='fp32' if job.precision == 'int8' else job.precision,
+                              arch=job.arch, weights=weights)
     except (CheckpointError, ValueError) as e:   # ValueError: PrecisionError, an unknown --arch or scale
         raise UsageError('%s: %s' % (what, e) if what else str(e))
     # --engine: its weights exported and run there
-    gen = gen if job.engine == 'tensorflow' else engines.OnRuntime(gen, job.engine)
+    gen = gen if job.engine == 'tensorflow' else engines.OnRuntime(gen, job.engine, job.calibration)
     if cache is not None and key is not None:
         cache[key] = gen
     return gen
@@ -100,7 +101,7 @@ def network(job, cache=None):
         warn('warning: --tile %d is below %d LR pixels: every tile also runs %d pixels of context on each side '
              '(up to %dx the work of the tile itself); --tile %d or more, or no --tile, is much faster'
              % (job.tile, tiling.MIN_TILE, gen.margin, side * side // (job.tile * job.tile), tiling.MIN_TILE))
-    if job.precision != 'fp32':
+    if job.precision not in ('fp32', 'int8'):   # int8: the engine line says it
         print('precision: %s' % gen.plan.what)
     if hasattr(gen, 'engine'):
         print('engine: %s' % gen.what)
