@@ -106,8 +106,7 @@ def calibration(args, scale):
     if not args.calibration:
         raise UsageError('--quantize int8 needs --calibration DIR, a folder of training images')
     try:
-        files = utils.list_folder(args.calibration, 'calibration folder')
-        return quantize.calibration_patches(files, args.calibration_patches, scale)
+        return quantize.calibration_patches(args.calibration, args.calibration_patches, scale)
     except (ValueError, utils.ImageError) as e:
         raise UsageError(str(e))
 

@@ -43,6 +43,7 @@ import sys
 from natsr import device
 from natsr.checkpoints import MODEL_SCALES
 from natsr.deploy import engines
+from natsr.deploy import quantize
 from natsr.device import PRECISIONS
 from natsr.evaluation import metrics
 from natsr.inference import job as jobs
@@ -92,8 +93,8 @@ def parse_args(argv=None):
                         '--calibration); an unsupported choice is an error')
     p.add_argument('--calibration', default=None, metavar='DIR',
                    help='folder of training images whose LR patches calibrate --precision int8 (never a benchmark)')
-    p.add_argument('--calibration-patches', type=int, default=None, metavar='N',
-                   help='LR patches cut from --calibration (default: export.py\'s, 64)')
+    p.add_argument('--calibration-patches', type=int, default=quantize.DEFAULT_PATCHES, metavar='N',
+                   help='LR patches cut from --calibration (default %d, as export.py)' % quantize.DEFAULT_PATCHES)
     p.add_argument('--blend', type=float, default=None, metavar='A',
                    help='the perception-distortion dial of --model NatSR: (1 - A) * FRSR + A * NatSR of MODELPATH/FRSR '
                         'and MODELPATH/NatSR (see --blend_mode); 0: FRSR, 1: NatSR')

@@ -23,6 +23,8 @@ if __package__ in (None, ''):  # run as a script: the project root first on sys.
 
 import numpy as np
 
+from natsr.deploy import quantize
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Node groups of the generator (regular expressions on the ONNX node names, quantize.SCHEMES' kind)
 GROUPS = {
@@ -65,7 +67,8 @@ def main(argv=None):
     p.add_argument('--checkpoint', default=os.path.join(ROOT, 'Model', 'FRSR'), help='GEN checkpoint prefix')
     p.add_argument('--scale', type=int, default=4)
     p.add_argument('--calibration', required=True, help='folder of training images (export.py --calibration)')
-    p.add_argument('--calibration-patches', type=int, default=None, help='default: export.py\'s')
+    p.add_argument('--calibration-patches', type=int, default=quantize.DEFAULT_PATCHES,
+                   help='LR patches cut from --calibration (default %(default)s, as export.py)')
     p.add_argument('--data', default=os.path.join(ROOT, '..', 'shared', 'data'), help='folder of the sets')
     p.add_argument('--sets', default='DIV2K', help='comma-separated sets under --data (default: DIV2K, the validation set)')
     p.add_argument('--limit', type=int, default=0, help='at most N images per set (0: all)')
@@ -77,10 +80,9 @@ def main(argv=None):
     from natsr.process import tflog
     tflog.init(graph=False)
     import utils
-    from natsr.deploy import engines, quantize, serving
+    from natsr.deploy import engines, serving
     from natsr.inference import sr
-    patches = quantize.calibration_patches(utils.list_folder(args.calibration, 'calibration folder'),
-                                           args.calibration_patches or quantize.DEFAULT_PATCHES, args.scale)
+    patches = quantize.calibration_patches(args.calibration, args.calibration_patches, args.scale)
     gen = sr.Generator(args.scale, args.checkpoint)
     weights = gen.weights()
     gen.close()
@@ -102,8 +104,7 @@ def main(argv=None):
             files = utils.list_folder(os.path.join(args.data, name, 'HR'))[:args.limit or None]
             items = []
             for f in files:
-                hr = utils.read_image(f)
-                hr = hr[:hr.shape[0] // args.scale * args.scale, :hr.shape[1] // args.scale * args.scale]
+                hr = utils.modcrop(utils.read_rgb8(f), args.scale)
                 items.append((hr, quantize.lr_of(hr, args.scale)))
             for scheme, (mean, worst, off, off_worst, seconds) in score(runs, items, args.scale).items():
                 print('| %s (%d) | %s | %+.3f | %+.3f | %.3f %% | %.3f %% | %.2f |'

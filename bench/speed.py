@@ -228,14 +228,12 @@ def runtimes(args):
 def export_models(args, gen, names, folder):
     """{engine name: path} of the float32 exports of `gen`'s weights in `folder`, and with --int8 of
     the int8 models ('<runtime>-int8')."""
-    import utils
     from natsr.deploy import convert
     from natsr.deploy import engines
     from natsr.deploy import quantize
     from natsr.deploy import serving
     weights = gen.weights()
-    patches = (quantize.calibration_patches(utils.list_folder(args.int8, 'calibration folder'),
-                                            quantize.DEFAULT_PATCHES, args.scale) if args.int8 else None)
+    patches = quantize.calibration_patches(args.int8, quantize.DEFAULT_PATCHES, args.scale) if args.int8 else None
     jobs = [(r, r, None) for r in names] + [(r + '-int8', r, patches) for r in names
                                             if patches is not None and engines.FORMAT[r] in convert.QUANTIZABLE]
     return {name: serving.export_weights(weights, args.scale, os.path.join(folder, name + convert.SUFFIX[engines.FORMAT[r]]),

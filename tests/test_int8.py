@@ -47,7 +47,7 @@ def models(calibration, tmp_path_factory):
     folder = tmp_path_factory.mktemp('int8')
     paths = {'fp32': str(folder / 'fp32.onnx')}
     assert export.main(MODEL + ['--format', 'onnx', '--io', 'float32', '--out', paths['fp32']]) == 0
-    patches = quantize.calibration_patches(utils.list_folder(calibration), PATCHES, 4)
+    patches = quantize.calibration_patches(calibration, PATCHES, 4)
     for scheme in ('blocks', 'all'):
         paths[scheme] = str(folder / (scheme + '.onnx'))
         quantize.quantize(paths['fp32'], paths[scheme], patches, scheme)
@@ -110,9 +110,8 @@ def test_test_py_int8_runs_the_int8_model(models, calibration, tmp_path):
 
 
 def test_calibration_patches_are_seeded_8_bit_lr(calibration):
-    files = utils.list_folder(calibration)
-    a, b = (quantize.calibration_patches(files, PATCHES, 4) for _ in range(2))
-    other = quantize.calibration_patches(files, PATCHES, 4, seed=1)
+    a, b = (quantize.calibration_patches(calibration, PATCHES, 4) for _ in range(2))
+    other = quantize.calibration_patches(calibration, PATCHES, 4, seed=1)
     assert len(a) == PATCHES and all(x.shape == (quantize.PATCH, quantize.PATCH, 3) for x in a)
     assert all(np.array_equal(x, y) for x, y in zip(a, b)) and not np.array_equal(a[0], other[0])
     assert min(x.min() for x in a) >= 0 and max(x.max() for x in a) <= 1
@@ -164,3 +163,4 @@ def test_test_py_refusals(calibration, tmp_path):
             jobs.plan(script_module.parse_args(common + argv))
         assert message in str(e.value) and '\n' not in str(e.value), argv
     assert not os.path.exists(tmp_path / 'out')
+

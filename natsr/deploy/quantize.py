@@ -40,25 +40,34 @@ def lr_of(hr, scale):
     return utils.to_uint(np.clip(imresize(hr / 255.0, 1.0 / scale), 0, 1)).astype(np.float32) / 255
 
 
-def calibration_patches(files, count, scale, size=PATCH, seed=0):
+def calibration_patches(folder, count, scale, size=PATCH, seed=0):
     """`count` float32 LR patches [size, size, 3] in [0, 1] (multiples of 1/255), each from an HR crop
-    of size * scale pixels of a random image of `files` at a random place (seeded), shrunk x`scale`
-    with MATLAB's bicubic. Images smaller than the crop are left out; ValueError (one line naming the
-    folder's first file) when fewer than MIN_PATCHES or no image is big enough."""
+    of size * scale pixels of a random image of `folder` (utils.list_folder)
+    at a random place (seeded), shrunk x`scale` with MATLAB's bicubic. The places are drawn from the
+    files' headers; each image is then read once. Images smaller than the crop are left out;
+    ValueError (one line naming the folder) for a missing or empty folder, fewer than MIN_PATCHES, or
+    no image big enough; utils.ImageError for an unreadable one."""
     import utils
     if count < MIN_PATCHES:
         raise ValueError('%d calibration patches are too few (at least %d)' % (count, MIN_PATCHES))
+    files = utils.list_folder(folder, 'calibration folder')
     crop = size * scale
-    big = [f for f in files if min(utils.image_size(f)) >= crop]
+    sizes = {f: utils.image_size(f) for f in files}
+    big = [f for f in files if min(sizes[f]) >= crop]
     if not big:
-        raise ValueError('%s: no calibration image is %d x %d pixels or larger (the HR crop of a %d x %d '
-                         'LR patch at x%d)' % (files[0] if files else 'calibration folder', crop, crop, size, size, scale))
+        raise ValueError('calibration folder %s: no calibration image is %d x %d pixels or larger (the HR crop '
+                         'of a %d x %d LR patch at x%d)' % (folder, crop, crop, size, size, scale))
     rng = np.random.default_rng(seed)
-    patches = []
+    cuts = []
     for _ in range(count):
-        hr = utils.read_image(big[rng.integers(len(big))])
-        y, x = rng.integers(hr.shape[0] - crop + 1), rng.integers(hr.shape[1] - crop + 1)
-        patches.append(lr_of(hr[y:y + crop, x:x + crop], scale))
+        f = big[rng.integers(len(big))]
+        cuts.append((f, rng.integers(sizes[f][0] - crop + 1), rng.integers(sizes[f][1] - crop + 1)))
+    patches = [None] * count
+    for f in dict.fromkeys(f for f, _, _ in cuts):
+        hr = utils.read_image(f)
+        for i, (g, y, x) in enumerate(cuts):
+            if g == f:
+                patches[i] = lr_of(hr[y:y + crop, x:x + crop], scale)
     return patches
 
 

@@ -250,8 +250,7 @@ def _calibration(args, scale, model):
         raise UsageError('--precision int8 needs --calibration DIR, a folder of training images')
     from natsr.deploy import quantize
     try:
-        return quantize.calibration_patches(utils.list_folder(args.calibration, 'calibration folder'),
-                                            args.calibration_patches or quantize.DEFAULT_PATCHES, scale)
+        return quantize.calibration_patches(args.calibration, args.calibration_patches, scale)
     except (ValueError, utils.ImageError) as e:
         raise UsageError(str(e))
 
