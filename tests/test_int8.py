@@ -164,3 +164,13 @@ def test_test_py_refusals(calibration, tmp_path):
         assert message in str(e.value) and '\n' not in str(e.value), argv
     assert not os.path.exists(tmp_path / 'out')
 
+
+def test_calibration_reads_gray_and_16_bit_images_as_rgb(tmp_path):
+    """A gray and a 16-bit RGBA training image give RGB patches, as the dataset generators read them."""
+    rng = np.random.default_rng(0)
+    utils.save_image(str(tmp_path / 'gray.png'), rng.integers(0, 256, (200, 210), dtype=np.uint8))
+    utils.save_image(str(tmp_path / 'rgba16.png'), rng.integers(0, 65536, (220, 200, 4), dtype=np.uint16))
+    patches = quantize.calibration_patches(str(tmp_path), PATCHES, 4)
+    assert all(p.shape == (quantize.PATCH, quantize.PATCH, 3) and p.dtype == np.float32 for p in patches)
+    gray = [p for p in patches if np.array_equal(p[..., 0], p[..., 1]) and np.array_equal(p[..., 1], p[..., 2])]
+    assert 0 < len(gray) < PATCHES

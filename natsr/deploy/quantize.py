@@ -42,7 +42,7 @@ def lr_of(hr, scale):
 
 def calibration_patches(folder, count, scale, size=PATCH, seed=0):
     """`count` float32 LR patches [size, size, 3] in [0, 1] (multiples of 1/255), each from an HR crop
-    of size * scale pixels of a random image of `folder` (utils.list_folder)
+    of size * scale pixels of a random image of `folder` (utils.list_folder; as uint8 RGB, read_rgb8)
     at a random place (seeded), shrunk x`scale` with MATLAB's bicubic. The places are drawn from the
     files' headers; each image is then read once. Images smaller than the crop are left out;
     ValueError (one line naming the folder) for a missing or empty folder, fewer than MIN_PATCHES, or
@@ -64,7 +64,7 @@ def calibration_patches(folder, count, scale, size=PATCH, seed=0):
         cuts.append((f, rng.integers(sizes[f][0] - crop + 1), rng.integers(sizes[f][1] - crop + 1)))
     patches = [None] * count
     for f in dict.fromkeys(f for f, _, _ in cuts):
-        hr = utils.read_image(f)
+        hr = utils.read_rgb8(f)
         for i, (g, y, x) in enumerate(cuts):
             if g == f:
                 patches[i] = lr_of(hr[y:y + crop, x:x + crop], scale)
