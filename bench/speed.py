@@ -225,6 +225,13 @@ def runtimes(args):
     return names
 
 
+def int8_names(args, names):
+    """The int8 engines of --int8: '<runtime>-int8' for each of `names` whose format has an int8 model."""
+    from natsr.deploy import convert
+    from natsr.deploy import engines
+    return [r + '-int8' for r in names if args.int8 and engines.FORMAT[r] in convert.QUANTIZABLE]
+
+
 def export_models(args, gen, names, folder):
     """{engine name: path} of the float32 exports of `gen`'s weights in `folder`, and with --int8 of
     the int8 models ('<runtime>-int8')."""
@@ -234,8 +241,7 @@ def export_models(args, gen, names, folder):
     from natsr.deploy import serving
     weights = gen.weights()
     patches = quantize.calibration_patches(args.int8, quantize.DEFAULT_PATCHES, args.scale) if args.int8 else None
-    jobs = [(r, r, None) for r in names] + [(r + '-int8', r, patches) for r in names
-                                            if patches is not None and engines.FORMAT[r] in convert.QUANTIZABLE]
+    jobs = [(r, r, None) for r in names] + [(n, n[:-len('-int8')], patches) for n in int8_names(args, names)]
     return {name: serving.export_weights(weights, args.scale, os.path.join(folder, name + convert.SUFFIX[engines.FORMAT[r]]),
                                         fmt=engines.FORMAT[r], io='float32', calibration=calib)
             for name, r, calib in jobs}
@@ -313,8 +319,7 @@ def memory(args):
                                                                          args.precision.split(',')[0]))
     for key in ('cpu', 'cpu_flags', 'tensorflow', 'onednn_ops', 'load_average'):
         print('# %s: %s' % (key, info[key]))
-    int8 = [n + '-int8' for n in names if args.int8 and n != 'tflite']
-    engines = ['tf'] + (['torch'] if with_torch else []) + names + int8
+    engines = ['tf'] + (['torch'] if with_torch else []) + names + int8_names(args, names)
     label = {'tf': 'TensorFlow', 'torch': 'PyTorch'}
     print('| case | %s | %s |' % (' | '.join('%s: before / peak / increase MB' % label.get(e, e) for e in engines),
                                  ' | '.join('%s / TF peak' % label.get(e, e) for e in engines[1:]) or 'n/a'))
