@@ -100,13 +100,24 @@ def page(browser, server):
     context.close()
 
 
-def upload(p, path):
-    """Give the page a file, as picking it does (with a file shown, its clear button first)."""
+def upload(p, path, tries=3, wait_ms=40000):
+    """Give the page a file, as picking it does (with a file shown, its clear button first). A file
+    given before the page's scripts listen to the input is lost (the input stays empty, nothing is
+    sent): then it is given again, up to `tries` times."""
     if not p.locator('#upload input[type=file]').count():
         p.click('#upload button[aria-label="Clear"], #upload button[title="Clear"], #upload .label-clear-button')
         p.wait_for_selector('#upload input[type=file]', state='attached')
-    p.set_input_files('#upload input[type=file]', path)
-    p.wait_for_selector('#upload :text("%s")' % os.path.basename(path))
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    shown = '#upload :text("%s")' % os.path.basename(path)
+    for attempt in range(tries):
+        if p.locator('#upload input[type=file]').count():
+            p.set_input_files('#upload input[type=file]', path)
+        try:
+            p.wait_for_selector(shown, timeout=wait_ms)
+            return
+        except PlaywrightTimeout:
+            if attempt == tries - 1:
+                raise
 
 
 def choose(p, model):
