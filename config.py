@@ -23,6 +23,8 @@ GRID_WEIGHT = 0.0            # > 0: + GRID_WEIGHT * train.grid_loss (SR - HR at 
                              # frequencies) in NatSR's G loss (an option, not the paper's: "The dot grid")
 LF_WEIGHT = 0.0              # > 0: + LF_WEIGHT * train.lf_loss (SR - HR averaged over SCALE x SCALE blocks:
                              # tone and colour at LR resolution) in NatSR's G loss (an option, not the paper's)
+DEGRADE = None               # e.g. 'jpeg:30-95': each LR patch degraded on the fly (JPEG, noise, blur), a
+                             # share left clean (natsr/training/degradation.py; an option, not the paper's)
 MAX_STEPS = 1000000
 SUMMARY_INTERVAL = 1000
 CHECKPOINT_INTERVAL = 10000

@@ -3,10 +3,8 @@ stages of main.py, driven by loop.train_stage."""
 import tensorflow.compat.v1 as tf
 
 from natsr import checkpoints
-from natsr.training import distribute
-from natsr.training import loop
+from natsr.training import degradation, distribute, loop, trials
 import model
-from natsr.training import trials
 from model import NMD, Discriminator
 
 
@@ -43,11 +41,29 @@ class SRStage(loop.Stage):
     `scalars` (summary tag -> output) and `load` (GEN's first weights)."""
     kind = 'NatSR'
     shown, scalars = (), ()
+    degradation = None          # --degrade, parsed (data)
 
     @property
     def scope(self):
         """The generator's variable scope (GEN for FRACTAL; model.GENERATORS, --arch)."""
         return model.generator_class(self.args.arch).scope
+
+    def data(self, replicas):
+        """The sidecar, checked (loop.Stage.data), and --degrade parsed: one line for a bad spec."""
+        try:
+            self.degradation = degradation.parse(self.args.degrade)
+        except ValueError as e:
+            raise loop.TrainingError(str(e))
+        return super(SRStage, self).data(replicas)
+
+    def degrade(self):
+        """--degrade: each LR patch degraded on the fly (degradation.apply), or None (the paper's data)."""
+        d, seed = self.degradation, self.args.seed
+        return None if d is None else (lambda image, index: degradation.apply(d, image, index, seed))
+
+    def describe(self, meta):
+        text = super(SRStage, self).describe(meta)
+        return text if self.degradation is None else '%s, %s' % (text, degradation.describe(self.degradation))
 
     def cluster(self):
         cluster = distribute.cluster(self.args)

@@ -205,9 +205,11 @@ def parse_numpy(record, meta):
     return get('label').reshape(meta['label_shape']), get('image').reshape(meta['image_shape'])
 
 
-def dataset(tfrecord, batch_size, shuffle_buffer=1024, repeat=True, seed=None, meta=None):
+def dataset(tfrecord, batch_size, shuffle_buffer=1024, repeat=True, seed=None, meta=None, degrade=None):
     """tf.data pipeline of (image, label) float32 batches in [0, 1], shapes from the sidecar (`meta`,
-    where the caller has read it).
+    where the caller has read it). `degrade`: a function (image, index) -> image applied to each
+    example's image (the LR patch; never the label) after shuffling, `index` counting the examples
+    read (natsr.training.degradation, --degrade).
 
     Returns (dataset, meta). Batches are complete (drop_remainder) so shapes are static.
     """
@@ -228,5 +230,8 @@ def dataset(tfrecord, batch_size, shuffle_buffer=1024, repeat=True, seed=None, m
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed)
     ds = ds.map(parse, num_parallel_calls=tf.data.experimental.AUTOTUNE)
+    if degrade is not None:
+        ds = ds.enumerate().map(lambda i, pair: (degrade(pair[0], i), pair[1]),
+                                num_parallel_calls=tf.data.experimental.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(2)
     return ds, meta

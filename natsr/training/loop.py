@@ -217,6 +217,10 @@ class Stage(object):
                                 % (args.batch_size, replicas))
         return meta
 
+    def degrade(self):
+        """A function (image, index) -> image for each example's image (records.dataset), or None."""
+        return None
+
     def batches(self, cluster, ds):
         """(lr, hr, initializer or None) of the dataset `ds` on `cluster`."""
         return cluster.batches(ds)
@@ -245,7 +249,7 @@ def train_stage(stage, args):
     tf.set_random_seed(args.seed)
     cluster = stage.cluster()
     meta = stage.data(cluster.replicas)
-    ds, _ = records.dataset(args.tfrecord_path, args.batch_size, seed=args.seed, meta=meta)
+    ds, _ = records.dataset(args.tfrecord_path, args.batch_size, seed=args.seed, meta=meta, degrade=stage.degrade())
     if cluster.is_chief:
         trial_folder(folder)
     with cluster.scope():
