@@ -9,6 +9,7 @@ from natsr.evaluation import metrics
 from conftest import shared_path
 from natsr.imresize import imresize
 from natsr.evaluation.metrics import measure, niqe, psnr, rgb_to_y, ssim
+import utils
 from utils import modcrop, read_image, to_rgb
 
 SET5 = ('baby', 'bird', 'butterfly', 'head', 'woman')
@@ -113,7 +114,7 @@ def test_metrics_table():
     b = np.clip(a.astype(int) + np.random.RandomState(12).randint(-30, 30, a.shape), 0, 255).astype(np.uint8)
     c = np.clip(a.astype(int) + 9, 0, 255).astype(np.uint8)
     assert list(metrics.METRICS) == ['psnr', 'ssim', 'niqe', 'grid', 'lpips', 'tone', 'chroma', 'lattice', 'lattice2',
-                                     'false_detail']
+                                     'lattice8', 'blocks', 'false_detail']
     assert metrics.measure('psnr', b, 2, hr=a) == psnr(b, a, shave=2)
     assert metrics.measure('ssim', b, 3, hr=a) == ssim(b, a, shave=3)
     assert metrics.measure('niqe', b, 4) == niqe(b, shave=4)
@@ -122,6 +123,8 @@ def test_metrics_table():
     assert metrics.measure('chroma', b, 2, hr=a) == metrics.chroma_noise(b, a, shave=2)
     assert metrics.measure('lattice', b, 3) == metrics.own_lattice(b, 3, crop=6)
     assert metrics.measure('lattice2', b, 4) == metrics.own_lattice(b, 8, crop=8)
+    assert metrics.measure('lattice8', b, 2) == metrics.own_lattice(b, 16, crop=16)
+    assert metrics.measure('blocks', b, 4) == metrics.blockiness(b, 32)
     assert metrics.measure('false_detail', c, 4, hr=a) == metrics.false_detail(c, a, shave=4)
     with pytest.raises(ValueError, match='psnr needs hr'):
         metrics.measure('psnr', b, 2)
@@ -131,7 +134,27 @@ def test_metrics_table():
     assert sense == {'psnr': (True, ('hr',)), 'ssim': (True, ('hr',)), 'niqe': (False, ()),
                      'grid': (False, ('hr', 'base')), 'lpips': (False, ('hr',)), 'tone': (None, ('hr',)),
                      'chroma': (None, ('hr',)), 'lattice': (False, ()), 'lattice2': (False, ()),
-                     'false_detail': (False, ('hr',))}
+                     'lattice8': (False, ()), 'blocks': (False, ()), 'false_detail': (False, ('hr',))}
+
+
+def test_blocks_sees_jpeg_blocks_magnified_and_lattice8_hardly():
+    """x4 bicubic of a quality-30 JPEG LR: its 8 x 8 blocks become 32-pixel steps that `blocks` sees (HR
+    and the clean LR's bicubic about 1); the own lattice at period 32 moves little (its median is over
+    1,023 frequencies, most of them off the block grid's axes)."""
+    import io
+    import skimage.data
+    from PIL import Image
+    hr = skimage.data.astronaut()
+    lr = imresize(hr, 0.25)
+    buf = io.BytesIO()
+    Image.fromarray(lr).save(buf, 'JPEG', quality=30)
+    blocky = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert('RGB'))
+    clean, jpeg = [utils.to_uint(np.clip(imresize(utils.to_float(x), 4), 0, 1)) for x in (lr, blocky)]
+    assert metrics.measure('blocks', hr, 4) < 1.1 and metrics.measure('blocks', clean, 4) < 1.3
+    assert metrics.measure('blocks', jpeg, 4) > metrics.measure('blocks', clean, 4) + 0.3
+    assert abs(metrics.measure('lattice8', jpeg, 4) - metrics.measure('lattice8', clean, 4)) < 0.3
+    shifted = np.roll(jpeg, 16, axis=(0, 1))                     # the borders off the block phase
+    assert metrics.measure('blocks', shifted, 4) < 1.2
 
 
 def test_niqe_params_shipped_and_cached():

@@ -281,6 +281,22 @@ def own_lattice(img, period, crop=1):
     return float(np.median(ratios))
 
 
+def blockiness(img, period):
+    """How much the luma steps at the borders of `period` x `period` blocks anchored at the top-left (a
+    JPEG input's 8 x 8 blocks at 8 x scale in the output): the mean |difference| of neighbouring pixels
+    across a border (between pixels period - 1 and period of each block) over its median across the
+    `period` phases, for columns and rows, the mean of the two. About 1 where there are no blocks."""
+    y = luma(img).astype(np.float64)
+    ratios = []
+    for d in (np.abs(np.diff(y, axis=1)), np.abs(np.diff(y, axis=0)).T):
+        n = d.shape[1] // period * period
+        if n < 2 * period:
+            raise ValueError('blocks: image %dx%d is too small' % y.shape[:2])
+        phases = d[:, :n].reshape(d.shape[0], -1, period).mean(axis=(0, 1))
+        ratios.append(phases[period - 1] / max(np.median(phases), 1e-12))
+    return float(np.mean(ratios))
+
+
 # ---------------------------------------------------------------- false detail
 
 FLAT_WINDOW = 5        # HR's flat areas: pixels whose 5x5 neighbourhood of HR's Y ...
@@ -340,6 +356,10 @@ METRICS = {
     # the image's own spectrum at the upsampler's period-`scale` lattice, and at period 2 x scale
     'lattice': Metric('lattice', '%.2f', False, (), lambda sr, scale, hr, base: own_lattice(sr, scale, crop=2 * scale)),
     'lattice2': Metric('lattice2', '%.2f', False, (), lambda sr, scale, hr, base: own_lattice(sr, 2 * scale, crop=2 * scale)),
+    # ... and at period 8 x scale: a JPEG input's 8 x 8 blocks, magnified
+    'lattice8': Metric('lattice8', '%.2f', False, (), lambda sr, scale, hr, base: own_lattice(sr, 8 * scale, crop=8 * scale)),
+    # the steps at the borders of a JPEG input's 8 x 8 blocks, magnified to 8 x scale
+    'blocks': Metric('blocks', '%.2f', False, (), lambda sr, scale, hr, base: blockiness(sr, 8 * scale)),
     'false_detail': Metric('falsedet', '%.3f', False, ('hr',),
                            lambda sr, scale, hr, base: false_detail(sr, hr, shave=scale)),
 }
