@@ -5,7 +5,7 @@
     python app.py --host 0.0.0.0         # share on the network: read docs/app.md first
 
 Drop, paste or pick an image (PNG, JPEG, BMP, TIFF, WebP; gray, RGBA, 16-bit and CMYK are read as
-test.py reads them), choose the model (NatSR, FRSR, FRSR_x2, FRSR_x3, bicubic) and, for NatSR, the
+test.py reads them), choose the model (NatSR, FRSR, FRSR_x2, FRSR_x3, FRSR_jpeg, bicubic) and, for NatSR, the
 perception-distortion dial (test.py --blend: 0 = FRSR, 1 = NatSR). The result is test.py's: each
 request runs `test.py --datapath <the upload's folder> --model ... [--blend A] --save 1` through
 the same code (natsr/inference: job.plan, upscaler, pipeline), with the networks built once per
@@ -29,7 +29,7 @@ import time
 
 import numpy as np
 
-from natsr.checkpoints import MODEL_SCALES
+from natsr.checkpoints import JPEG_ROBUST, MODEL_SCALES
 from natsr.process import exits
 
 MODELS = tuple(MODEL_SCALES) + ('bicubic',)
@@ -124,9 +124,13 @@ class Runner(object):
         tiles = 'whole image' if not up.last_tile else 'tiles of %d LR pixels + %d of context' % (up.last_tile,
                                                                                                    gen.margin)
         per_pixel = gen.per_pixel or gen.prior
-        return ('%s x%d in %.2f s on %s, %s; memory: %.1f GB for the network, %.1f KB per LR pixel (%s)'
+        line = ('%s x%d in %.2f s on %s, %s; memory: %.1f GB for the network, %.1f KB per LR pixel (%s)'
                 % (what, job.scale, seconds, gen.device, tiles, gen.memory_budget() / 2.0 ** 30, per_pixel / 1024.0,
                    gen.per_pixel_source or 'prior'))
+        if job.jpeg_note():     # test.py's note, for the page: the model that suits a JPEG upload
+            line += ' · a JPEG of quality %d: %s keeps more of its gain on it' % (
+                job.items[0].jpeg_quality, JPEG_ROBUST[job.model])
+        return line
 
 
 def display(img):
@@ -186,8 +190,8 @@ def page(runner, max_file_size):
                 upload = gr.File(label='Image: drop, paste or click (PNG, JPEG, BMP, TIFF, WebP)', type='filepath',
                                  file_count='single', elem_id='upload')
                 model = gr.Dropdown(list(MODELS), value=DIAL_MODEL, label='Model', elem_id='model',
-                                    info='NatSR: natural texture, x4 · FRSR: fidelity, x4 / x2 / x3 · bicubic: '
-                                         'the baseline, x4')
+                                    info='NatSR: natural texture, x4 · FRSR: fidelity, x4 / x2 / x3 · FRSR_jpeg: '
+                                         'JPEG photos, x4 · bicubic: the baseline, x4')
                 dial = gr.Slider(0.0, 1.0, value=1.0, step=0.05, label='Perception-distortion dial',
                                  info='0 = FRSR (fidelity) ... 1 = NatSR (texture)', elem_id='dial')
                 go = gr.Button('Super-resolve', variant='primary', elem_id='run')

@@ -4,8 +4,8 @@
     python test.py --gpu 0 --ref 1 --datapath LR/Set5 --labelpath HR/Set5 \\
                    --modelpath Model --model NatSR --savepath result --save 1
 
-Models: NatSR and FRSR (x4), FRSR_x2, FRSR_x3, and `bicubic` (MATLAB bicubic, x`--scale`, 4 by
-default). The checkpoint is `<modelpath>/<model>` (the original release's `Model/NatSR.index` /
+Models: NatSR and FRSR (x4), FRSR_x2, FRSR_x3, FRSR_jpeg (x4, fine-tuned for JPEG-compressed input,
+docs/models.md), and `bicubic` (MATLAB bicubic, x`--scale`, 4 by default). The checkpoint is `<modelpath>/<model>` (the original release's `Model/NatSR.index` /
 `.data-*`), or the newest checkpoint of a folder that holds a `checkpoint` file. The network is FRACTAL,
 or with `--arch NAME` another generator registered in model.py (model.GENERATORS).
 
@@ -17,7 +17,9 @@ and PSNR / SSIM (Y channel, `scale` pixels shaved, HR cropped to a multiple of t
 `--niqe`, NIQE of the output (or the metrics `--metrics psnr,ssim,niqe` names, from metrics.METRICS)
 are printed and written to a CSV beside the results, named after the job
 (`metrics_<data>_<checkpoint>_<hash>.csv`: one job never overwrites another's scores), whose rows
-also record the checkpoint, a hash of its weights, the data folders and the options.
+also record the quality a JPEG input was saved at (estimated from its quantization tables), the
+checkpoint, a hash of its weights, the data folders and the options. Where inputs are JPEGs below
+quality 90, a note names the JPEG-robust model (FRSR_jpeg) for NatSR and FRSR.
 
 Speed: the graph is built once per run and takes any image size; while the network works on one
 image, the next one is decoded and the previous one is scored and encoded on two helper threads.
@@ -67,7 +69,8 @@ def parse_args(argv=None):
     p.add_argument('--labelpath', default=None, help='folder of HR images, paired with the LR ones by file stem')
     p.add_argument('--modelpath', default='Model', help='checkpoint folder (default: Model)')
     p.add_argument('--model', default='NatSR', choices=MODELS,
-                   help='NatSR, FRSR (x4), FRSR_x2, FRSR_x3, or bicubic (default: NatSR)')
+                   help='NatSR, FRSR (x4), FRSR_x2, FRSR_x3, FRSR_jpeg (x4, for JPEG input), or bicubic '
+                        '(default: NatSR)')
     p.add_argument('--savepath', default='result',
                    help='results go to SAVEPATH/MODEL/ (bicubic: SAVEPATH/bicubic_x<scale>/; default: result)')
     p.add_argument('--save', type=int, nargs='?', const=1, choices=(0, 1), default=None,
@@ -115,6 +118,8 @@ def run(args):
     n = len(job.items)
     print('job: %s, %d image%s, x%d' % ('bundled sample photos (scikit-image)' if job.default_job else job.datapath,
                                         n, '' if n == 1 else 's', job.scale))
+    if job.jpeg_note():
+        print(job.jpeg_note())
     up = upscaler.make(job)
     record = report.job_record(job, up.gens)
     csv_path = job.csv or os.path.join(job.outdir, report.csv_name(record))

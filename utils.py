@@ -258,6 +258,40 @@ def _write_png16(f, img):
     writer.write(f, img.reshape(img.shape[0], -1))
 
 
+# The IJG (libjpeg) quantization tables at quality 50, natural (row-major) order, as Pillow's
+# `quantization` lists them: luminance, then chrominance (ITU-T T.81, Annex K).
+_IJG_TABLES = (
+    (16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
+     14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+     49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99),
+    (17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99, 24, 26, 56, 99, 99, 99, 99, 99,
+     47, 66, 99, 99, 99, 99, 99, 99) + (99,) * 32)
+
+
+def ijg_tables(quality):
+    """The IJG quantization tables (luminance, chrominance) libjpeg and Pillow write at `quality` (1-100)."""
+    scale = 5000 // quality if quality < 50 else 200 - 2 * quality
+    return [np.clip((np.array(t) * scale + 50) // 100, 1, 255) for t in _IJG_TABLES]
+
+
+def jpeg_quality(path):
+    """The quality (1-100) a JPEG file was saved at, estimated from its quantization tables: the IJG
+    quality whose tables are nearest (sum of absolute differences); None for a file that is not a JPEG."""
+    from PIL import Image
+    try:
+        with Image.open(path) as im:
+            tables = getattr(im, 'quantization', None) if im.format == 'JPEG' else None
+    except Exception:
+        return None
+    if not tables:
+        return None
+    found = [np.asarray(tables[k], np.int64) for k in sorted(tables)[:2]]
+
+    def distance(q):
+        return sum(int(np.abs(t - ref).sum()) for t, ref in zip(found, ijg_tables(q)) if t.size == 64)
+    return min(range(1, 101), key=distance)
+
+
 def modcrop(img, scale):
     """Crop HxW[xC] at the top-left so that H and W are multiples of `scale`."""
     h, w = img.shape[:2]

@@ -4,6 +4,7 @@ FRSR_x3 at x2 / x3, on Set5, Set14, BSD100 and the validation set DIV2K-val; the
     python bench/quality.py                       # data from --data's default, models from Model/
     python bench/quality.py --data DIR --modelpath Model --out bench_out --limit 0 --scales 4,2,3
     python bench/quality.py --sets DIV2K-val --scales 4 --checkpoints A,B,C   # choose among checkpoints
+    python bench/quality.py --sets BSD100 --scales 4 --jpeg 60,75,90          # JPEG-compressed LR as well
 
 LR = MATLAB bicubic imresize(modcrop(HR, s), 1/s) of the uint8 HR (computed, as the authors did with
 MATLAB; bit for bit the same). A scale whose model is missing from --modelpath is skipped with a note.
@@ -21,7 +22,12 @@ reference (NIQE, the image's own lattice). Writes to --out:
   against LPIPS, one point per method, a curve per dial;
 - crops.png: side-by-side x4 crops of textured patches; crops_flat.png: a flat area next to fine
   structure (DIV2K 0806's sky between palm fronds) and its detail (image minus a blur) x4;
-- per_image.csv: every score.
+- per_image.csv: every score;
+- with --jpeg Q1,Q2,...: every set also with its LR saved by Pillow as JPEG at each quality ('BSD100 q60',
+  ...), a table per set of PSNR (gain over bicubic), LPIPS and the own lattice at period 8 x scale (the
+  JPEG blocks, magnified) per method and quality, and crops_jpeg.png: DIV2K-val 0803 at the lowest
+  quality, every method at 3x and 8x. The JPEG-robust models (FRSR_jpeg) join the x4 methods where
+  --modelpath holds them.
 
 The dial, a = 0 (FRSR) .. 1 (NatSR): `NatSR@a` blends the weights ((1 - a) FRSR + a NatSR, test.py
 --blend a); `mix@a` blends the outputs, round((1 - a) FRSR(x) + a NatSR(x)) of the two uint8 images.
@@ -31,6 +37,7 @@ see, scored 9.9 on BSD100.
 """
 import argparse
 import csv
+import io
 import os
 import sys
 
@@ -52,11 +59,12 @@ FOLDERS = {VAL: os.path.join('DIV2K', 'HR')}     # under --data; a benchmark's i
 ALIASES = {'val': VAL}
 DIAL_SETS = ('BSD100', VAL)                      # where the dial is measured
 METHODS = {4: ('bicubic', 'FRSR', 'NatSR'), 2: ('bicubic', 'FRSR_x2'), 3: ('bicubic', 'FRSR_x3')}
+ROBUST = {4: ('FRSR_jpeg',)}        # the JPEG-robust models, scored where --modelpath holds them
 BLENDS = (0.25, 0.5, 0.75)          # the dial's inner points (0 and 1 are FRSR and NatSR)
 # which images chose each shipped model: its column of that set is not a held-out figure
-CHOSEN_ON = {'NatSR': VAL, 'FRSR': VAL, 'FRSR_x2': VAL, 'FRSR_x3': VAL}
+CHOSEN_ON = {'NatSR': VAL, 'FRSR': VAL, 'FRSR_x2': VAL, 'FRSR_x3': VAL, 'FRSR_jpeg': VAL}
 # a median over images for ratios (one image with almost no flat area or lattice must not decide)
-MEDIAN = ('chroma', 'lattice', 'lattice2', 'false_detail', 'grid')
+MEDIAN = ('chroma', 'lattice', 'lattice2', 'lattice8', 'blocks', 'false_detail', 'grid')
 # Published figures: PSNR dB / SSIM (x4: NatSR paper, Table 2 and Fig. 7, with NIQE on BSD100;
 # x2 / x3 bicubic: the values the SR literature usually quotes).
 PAPER = {
@@ -90,6 +98,70 @@ def load_set(folder, scale, limit):
         hr = utils.modcrop(utils.read_rgb8(path), scale)
         out.append((os.path.splitext(os.path.basename(path))[0], hr, imresize(hr, 1.0 / scale)))
     return out
+
+
+def jpeg_lr(lr, quality):
+    """The LR image `lr` saved by Pillow as JPEG at `quality` (its defaults: 4:2:0 chroma) and decoded."""
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(lr).save(buf, 'JPEG', quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return np.asarray(im.convert('RGB'))
+
+
+def jpeg_set(name, quality):
+    return '%s q%d' % (name, quality)
+
+
+def clean_set(name):
+    """The set a JPEG variant's LR came from: BSD100 for 'BSD100 q60'."""
+    return name.split(' q')[0]
+
+
+def with_jpeg(sets, qualities):
+    """`sets` ({name: items}) and after each its variants of --jpeg: the same HR, the LR saved as JPEG
+    at each quality (highest first), named 'BSD100 q90' and so on."""
+    out = {}
+    for name, items in sets.items():
+        out[name] = items
+        for q in sorted(qualities, reverse=True):
+            out[jpeg_set(name, q)] = [(n, hr, jpeg_lr(lr, q)) for n, hr, lr in items]
+    return out
+
+
+def parse_qualities(text):
+    """The qualities of --jpeg (e.g. 60,75,90); ValueError for one outside 1..100."""
+    try:
+        qualities = sorted({int(q) for q in text.split(',') if q.strip()})
+    except ValueError:
+        qualities = []
+    if not qualities or not all(1 <= q <= 100 for q in qualities):
+        raise ValueError('--jpeg: give comma-separated JPEG qualities in 1..100, e.g. 60,75,90, not %r' % text)
+    return qualities
+
+
+def jpeg_table(rows, scale, sets, methods, qualities):
+    """Per set with JPEG variants: PSNR (gain over bicubic), LPIPS, the lattice at period 8 x scale and the
+    blocks measure of every method, one row per LR (clean, then each quality); HR's two in the head."""
+    parts = []
+    for name in [s for s in sets if jpeg_set(s, qualities[0]) in sets]:
+        hr = [fmt(summary(rows, 'HR', name, k), '%.2f') for k in ('lattice8', 'blocks')]
+        lines = ['#### x%d %s, JPEG LR: PSNR-Y dB (gain over bicubic) / LPIPS / lattice p%d / blocks (HR: %s / %s)'
+                 % (scale, name, 8 * scale, hr[0], hr[1]), '',
+                 '| LR | %s |' % ' | '.join(methods), '|' + '---|' * (len(methods) + 1)]
+        for label, s in [('clean', name)] + [('JPEG q%d' % q, jpeg_set(name, q)) for q in sorted(qualities, reverse=True)]:
+            base = summary(rows, 'bicubic', s, 'psnr')
+            cells = []
+            for m in methods:
+                p = summary(rows, m, s, 'psnr')
+                gain = '' if m == 'bicubic' else ' (%+.2f)' % (p - base)
+                cells.append('%s%s / %s / %s / %s' % (fmt(p, '%.2f'), gain, fmt(summary(rows, m, s, 'lpips'), '%.4f'),
+                                                      fmt(summary(rows, m, s, 'lattice8'), '%.2f'),
+                                                      fmt(summary(rows, m, s, 'blocks'), '%.2f')))
+            lines.append('| %s | %s |' % (label, ' | '.join(cells)))
+        parts.append('\n'.join(lines) + '\n')
+    return '\n'.join(parts)
 
 
 def upscale(method, lr, scale, generators):
@@ -151,6 +223,7 @@ def fmt(value, pattern):
 
 
 COLUMNS = (('lpips', '%.4f'), ('tone', '%+.2f'), ('chroma', '%.3f'), ('lattice', '%.2f'), ('lattice2', '%.2f'),
+           ('lattice8', '%.2f'), ('blocks', '%.2f'),
            ('false_detail', '%.3f'), ('niqe', '%.2f'), ('grid', '%.2f'))
 
 
@@ -158,7 +231,7 @@ def set_table(rows, scale, set_name, methods, count):
     """The Markdown table of one scale and set: every metric per method, the published figures beside."""
     paper = PAPER.get(scale, {})
     heads = ['PSNR / SSIM (paper)', 'LPIPS (SPSR table)', 'dY', 'chroma', 'lattice p%d' % scale,
-             'lattice p%d' % (2 * scale), 'false detail', 'NIQE (paper)', 'grid']
+             'lattice p%d' % (2 * scale), 'lattice p%d' % (8 * scale), 'blocks', 'false detail', 'NIQE (paper)', 'grid']
     lines = ['#### x%d %s (%d images)' % (scale, set_name, count), '', '| method | %s |' % ' | '.join(heads),
              '|' + '---|' * (len(heads) + 1)]
     for method in list(methods) + ['HR']:
@@ -177,7 +250,7 @@ def set_table(rows, scale, set_name, methods, count):
             if key == 'niqe' and set_name == 'BSD100' and 'niqe' in p:
                 cell += ' (%.2f)' % p['niqe']
             cells.append(cell)
-        note = ' (chosen on %s: not held out)' % set_name if CHOSEN_ON.get(method) == set_name else ''
+        note = ' (chosen on %s: not held out)' % set_name if CHOSEN_ON.get(method) == clean_set(set_name) else ''
         lines.append('| %s%s | %s |' % (method, note, ' | '.join(cells)))
     return '\n'.join(lines) + '\n'
 
@@ -190,10 +263,11 @@ def table(rows, scale, methods, counts):
         'PSNR / SSIM on the BT.601 Y channel with %d pixels shaved (means); LPIPS: AlexNet v0.1, whole RGB '
         'image (mean); dY: mean Y offset against HR, levels (mean); chroma: high-pass Cb/Cr RMS over HR\'s; '
         'lattice pN: the output\'s own spectrum at the period-N lattice over its 5x5 spectral neighbourhood '
-        '(HR row: HR\'s own); false detail: high-pass Y energy in HR\'s flat areas over HR\'s (HR = 1); NIQE '
+        '(HR row: HR\'s own; p%d: a JPEG input\'s 8 x 8 blocks, magnified); blocks: the mean Y step across the borders of those blocks over its '
+        'median over the phases (1: none); false detail: high-pass Y energy in HR\'s flat areas over HR\'s (HR = 1); NIQE '
         'with the same shave (mean; lower is better); grid: detail added to FRSR at the period-%d lattice '
         'over real detail\'s. Ratios are medians over images. Bracketed: published figures.\n'
-        % (scale, 2 * scale))
+        % (scale, 8 * scale, 2 * scale))
     return '\n'.join(parts)
 
 
@@ -349,6 +423,50 @@ def plot_flat_crops(images, methods, path):
     return True
 
 
+JPEG_CROP = ('0803', 0.42, 0.3)       # DIV2K-val 0803 (image, fy, fx): where the JPEG crops are cut
+
+
+def jpeg_crop_set(sets):
+    """The set whose crops crops_jpeg.png shows: DIV2K-val (else the first set) at the lowest --jpeg quality."""
+    variants = [s for s in sets if s != clean_set(s)]
+    if not variants:
+        return None
+    lowest = min(variants, key=lambda s: int(s.rsplit(' q', 1)[1]))
+    low = lowest.rsplit(' q', 1)[1]
+    return next((s for s in variants if s == '%s q%s' % (VAL, low)), lowest)
+
+
+def plot_jpeg_crops(images, methods, set_name, path):
+    """One image of a JPEG set (JPEG_CROP where it is there): its JPEG LR (nearest, x scale), every
+    method and HR, cut at the same place, shown at 3x (a 128-pixel crop) and 8x (48 pixels)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    outputs = images[set_name]
+    name, fy, fx = JPEG_CROP if JPEG_CROP[0] in outputs else (sorted(outputs)[0], 0.5, 0.5)
+    hr = outputs[name]['HR']
+    scale = hr.shape[0] // outputs[name]['LR'].shape[0]
+    cols = ['LR'] + [m for m in methods if m in outputs[name]] + ['HR']
+    fig, axes = plt.subplots(2, len(cols), figsize=(2.6 * len(cols), 5.6), dpi=150, squeeze=False)
+    for row, (size, zoom) in enumerate(((128, 3), (48, 8))):
+        size = min(size, *hr.shape[:2]) // scale * scale
+        y0 = int((hr.shape[0] - size) * fy) // scale * scale
+        x0 = int((hr.shape[1] - size) * fx) // scale * scale
+        for col, m in enumerate(cols):
+            img = outputs[name][m]
+            if m == 'LR':
+                img = np.repeat(np.repeat(img, scale, 0), scale, 1)
+            crop = img[y0:y0 + size, x0:x0 + size]
+            ax = axes[row][col]
+            ax.imshow(np.repeat(np.repeat(crop, zoom, 0), zoom, 1), interpolation='nearest')
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title('%s %dx' % ('JPEG LR' if m == 'LR' else m, zoom), fontsize=9)
+        axes[row][0].set_ylabel('%s %s (%d, %d)' % (set_name, name, x0, y0), fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def photo_crops(methods, generators, scale=4):
     """scikit-image's bundled chelsea (the cat's fur, as in `python test.py`'s default job)."""
     import skimage.data
@@ -407,6 +525,10 @@ def main(argv=None):
                         'these (and bicubic) instead of the shipped models, to choose among them')
     p.add_argument('--no_niqe', action='store_true', help='skip NIQE (faster)')
     p.add_argument('--no_dial', action='store_true', help='skip the FRSR / NatSR blends')
+    p.add_argument('--jpeg', default=None, metavar='Q1,Q2,...',
+                   help='also score every set with its LR saved as JPEG (Pillow) at these qualities, e.g. 60,75,90: '
+                        'a table per set of PSNR (gain over bicubic), LPIPS and the lattice p(8 x scale), and '
+                        'crops_jpeg.png (the lowest quality)')
     args = p.parse_args(argv)
     scales = [int(s) for s in args.scales.split(',')]
     try:
@@ -417,6 +539,7 @@ def main(argv=None):
         bad = [s for s in scales if s not in METHODS and chosen is None]
         if bad:
             raise ValueError('--scales: %d is not one of %s' % (bad[0], sorted(METHODS)))
+        qualities = parse_qualities(args.jpeg) if args.jpeg else []
         metrics.check_ready(metrics.METRICS)    # the LPIPS weights, before any work
     except ValueError as e:
         print('error: %s' % e, file=sys.stderr)
@@ -430,6 +553,7 @@ def main(argv=None):
         try:
             sets = {s: load_set(os.path.join(args.data, FOLDERS.get(s, os.path.join(s, 'HR'))), scale, args.limit)
                     for s in sets_wanted}
+            sets = with_jpeg(sets, qualities) if qualities else sets
         except (FileNotFoundError, utils.ImageError) as e:
             print('error: %s' % e, file=sys.stderr)
             return 2
@@ -448,6 +572,12 @@ def main(argv=None):
                     return 2
                 print('note: x%d skipped: %s' % (scale, e), file=sys.stderr)
                 continue
+            for m in ROBUST.get(scale, ()):
+                try:
+                    generators[m] = sr.Generator(scale, checkpoints.find_checkpoint(args.modelpath, m))
+                    methods.append(m)
+                except checkpoints.CheckpointError as e:
+                    print('note: %s left out: %s' % (m, e), file=sys.stderr)
         blends = {}
         if scale == 4 and chosen is None and not args.no_dial:
             frsr, natsr = checkpoints.find_checkpoint(args.modelpath, 'FRSR'), checkpoints.find_checkpoint(args.modelpath, 'NatSR')
@@ -460,13 +590,16 @@ def main(argv=None):
                                          skip, base='FRSR' if chosen is None else None,
                                          mixes=BLENDS if dial else ())
             rows += set_rows
-            if scale == 4 and chosen is None:
-                for name, hr, _ in items:
-                    outputs[name]['HR'] = hr
+            if scale == 4 and chosen is None and (s == clean_set(s) or s == jpeg_crop_set(sets)):
+                for name, hr, lr in items:
+                    outputs[name]['HR'], outputs[name]['LR'] = hr, lr
                 images[s] = outputs
         if scale == 4 and chosen is None:
             images['photo'] = photo_crops(methods, generators)
+            methods_x4 = list(methods)
         this = [r for r in rows if r['scale'] == scale]
+        if qualities:
+            report.append(jpeg_table(this, scale, sets, methods, qualities))
         report.append(table(this, scale, methods, {s: len(v) for s, v in sets.items()}))
         for s in DIAL_SETS:
             if blends and s in sets:
@@ -488,6 +621,8 @@ def main(argv=None):
             m in o for s in images.values() for o in s.values())]
         plot_crops(images, METHODS[4], os.path.join(args.out, 'crops.png'))
         plot_flat_crops(images, shown, os.path.join(args.out, 'crops_flat.png'))
+        if jpeg_crop_set(images):
+            plot_jpeg_crops(images, methods_x4, jpeg_crop_set(images), os.path.join(args.out, 'crops_jpeg.png'))
     print('\n'.join(report))
     print('written: %s' % ', '.join(sorted(os.listdir(args.out))))
     return 0

@@ -18,7 +18,10 @@ from natsr.device import session_config
 from natsr.process.exits import UsageError
 
 # The shipped checkpoints (test.py --model, export.py --model) and their scales: Model/<name>.
-MODEL_SCALES = {'NatSR': 4, 'FRSR': 4, 'FRSR_x2': 2, 'FRSR_x3': 3}
+MODEL_SCALES = {'NatSR': 4, 'FRSR': 4, 'FRSR_x2': 2, 'FRSR_x3': 3, 'FRSR_jpeg': 4}
+# The models trained for JPEG-compressed input (main.py --degrade jpeg:...): the one to use instead of
+# each shipped model on a JPEG input (test.py's note, the web page's default for JPEG uploads).
+JPEG_ROBUST = {'FRSR': 'FRSR_jpeg', 'NatSR': 'FRSR_jpeg'}
 
 
 class CheckpointError(UsageError):
@@ -66,7 +69,7 @@ def find_checkpoint(modelpath, model):
     if os.path.isfile(modelpath + '.index'):
         return modelpath
     trials = _trials(modelpath)
-    run = '%s_x%d' % (model.split('_x')[0], MODEL_SCALES[model])  # loop.trial_dir without the trial
+    run = '%s_x%d' % (re.sub(r'_(x\d|jpeg)$', '', model), MODEL_SCALES[model])  # loop.trial_dir without the trial
     mine = sorted((t for t in trials if re.match(re.escape(run) + r'_trial\d+$', t)),
                   key=lambda t: int(t.rsplit('trial', 1)[1]))
     if len(mine) == 1:

@@ -116,3 +116,15 @@ def test_help_and_missing_gradio(tmp_path):
     res = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip() == 'error: the web page needs Gradio: pip install --no-deps -r requirements/app.txt'
+
+
+def test_a_jpeg_upload_names_the_robust_model(runner, tmp_path):
+    """A JPEG below quality 90 with FRSR: the info line names FRSR_jpeg, as test.py's note does; not with
+    FRSR_jpeg itself, and not for a PNG."""
+    from PIL import Image
+    img = (np.random.RandomState(1).rand(24, 30, 3) * 255).astype(np.uint8)
+    Image.fromarray(img).save(str(tmp_path / 'phone.jpg'), quality=60)
+    assert runner.run(str(tmp_path / 'phone.jpg'), 'FRSR')[3].endswith(
+        ' · a JPEG of quality 60: FRSR_jpeg keeps more of its gain on it')
+    assert 'FRSR_jpeg keeps' not in runner.run(str(tmp_path / 'phone.jpg'), 'FRSR_jpeg')[3]
+    assert 'JPEG' not in runner.run(photo(tmp_path), 'FRSR')[3]

@@ -18,6 +18,7 @@ DEFAULT_PHOTOS = ('astronaut', 'coffee', 'chelsea', 'camera', 'rocket')  # skima
 
 
 BLEND_MODES = ('output', 'weights')
+JPEG_NOTE_BELOW = 90        # a JPEG input saved below this quality gets test.py's note (Job.jpeg_note)
 
 
 @dataclasses.dataclass
@@ -60,6 +61,18 @@ class Job:
     labelpath: Optional[str] = None
     csv: Optional[str] = None
 
+    def jpeg_note(self):
+        """One line naming the JPEG-robust model (checkpoints.JPEG_ROBUST) where inputs are JPEGs below
+        JPEG_NOTE_BELOW and the model has one, else None."""
+        robust = checkpoints.JPEG_ROBUST.get(self.model)
+        low = [it for it in self.items if it.jpeg_quality is not None and it.jpeg_quality < JPEG_NOTE_BELOW]
+        if not robust or not low:
+            return None
+        shown = ', '.join('%s q%d' % (it.name, it.jpeg_quality) for it in low[:3]) + (', ...' if len(low) > 3 else '')
+        return ('note: %d of %d inputs %s JPEG below quality %d (%s): %s keeps more of its gain on such input '
+                '(--model %s)' % (len(low), len(self.items), 'is a' if len(low) == 1 else 'are', JPEG_NOTE_BELOW,
+                                  shown, robust, robust))
+
     @property
     def folder(self):
         """The results folder's name: the model's, bicubic_x<scale>, NatSR_blend<alpha> (the output
@@ -82,10 +95,12 @@ class Job:
 class Item(object):
     """One image of the job: its display name, output stem, `load(checked=False)` -> (LR, HR or None),
     which may raise utils.ImageError, and `path`: the LR file, whose header is checked before decoding
-    (or None; `checked`: the caller has checked it, utils.checked_size)."""
+    (or None; `checked`: the caller has checked it, utils.checked_size); `jpeg_quality`: the quality a
+    JPEG input was saved at (utils.jpeg_quality, from its quantization tables), else None."""
 
     def __init__(self, name, stem, load, path=None):
         self.name, self.stem, self.load, self.path = name, stem, load, path
+        self.jpeg_quality = utils.jpeg_quality(path) if path else None
 
 
 def pair_files(lr_files, hr_files, scale):

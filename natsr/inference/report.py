@@ -25,14 +25,18 @@ def print_table(rows, columns):
         print('%-*s' % (width, r['image']) + ''.join('  %7s' % (metrics.METRICS[c].fmt % r[c]) for c in columns))
 
 
-def write_csv(path, rows, columns, job):
-    """The metrics, one row per image then the mean, each row ending with the `job` record."""
+def write_csv(path, rows, columns, job, qualities=None):
+    """The metrics, one row per image then the mean, then the quality its input JPEG was saved at
+    (`qualities`: {image: quality}; empty for other files), each row ending with the `job` record."""
+    qualities = qualities or {}
     with utils.atomic_path(path) as tmp:
         with open(tmp, 'w', newline='') as f:
             w = csv.writer(f)
-            w.writerow(['image'] + columns + list(job))
+            w.writerow(['image'] + columns + ['jpeg_quality'] + list(job))
             for r in rows:
-                w.writerow([r['image']] + ['%.6f' % r[c] for c in columns] + list(job.values()))
+                q = qualities.get(r['image']) if r['image'] != 'mean' else None
+                w.writerow([r['image']] + ['%.6f' % r[c] for c in columns] + ['' if q is None else q] +
+                           list(job.values()))
 
 
 def weights_hash(weights):
@@ -102,7 +106,7 @@ def report(job, tally, record, csv_path):
         rows.append(mean_row(rows, job.columns))
         print_table(rows, job.columns)
         try:
-            write_csv(csv_path, rows, job.columns, record)
+            write_csv(csv_path, rows, job.columns, record, {it.name: it.jpeg_quality for it in job.items})
         except OSError as e:
             sys.stdout.flush()
             print('error: cannot write metrics to %s (%s)' % (csv_path, e.strerror or e), file=sys.stderr)
