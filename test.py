@@ -118,8 +118,9 @@ def run(args):
     n = len(job.items)
     print('job: %s, %d image%s, x%d' % ('bundled sample photos (scikit-image)' if job.default_job else job.datapath,
                                         n, '' if n == 1 else 's', job.scale))
-    if job.jpeg_note():
-        print(job.jpeg_note())
+    note = job.jpeg_note()
+    if note:
+        print(note)
     up = upscaler.make(job)
     record = report.job_record(job, up.gens)
     csv_path = job.csv or os.path.join(job.outdir, report.csv_name(record))

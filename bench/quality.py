@@ -432,8 +432,8 @@ def jpeg_crop_set(sets):
     if not variants:
         return None
     lowest = min(variants, key=lambda s: int(s.rsplit(' q', 1)[1]))
-    low = lowest.rsplit(' q', 1)[1]
-    return next((s for s in variants if s == '%s q%s' % (VAL, low)), lowest)
+    val = jpeg_set(VAL, int(lowest.rsplit(' q', 1)[1]))
+    return val if val in variants else lowest
 
 
 def plot_jpeg_crops(images, methods, set_name, path):
