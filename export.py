@@ -34,7 +34,6 @@ import utils
 from natsr import checkpoints
 from natsr import device
 from natsr.deploy import convert
-from natsr.deploy import engines
 from natsr.deploy import quantize
 from natsr.deploy.serving import SIGNATURE, export
 from natsr.process import exits
@@ -98,11 +97,11 @@ def calibration(args, scale):
         if args.calibration:
             raise UsageError('--calibration is read by --quantize int8 only')
         return None
-    if args.format not in convert.QUANTIZABLE:
+    if args.format not in convert.QUANTIZER:
         raise UsageError('--quantize int8 needs --format onnx or openvino (not %s)' % args.format)
-    if engines.missing('onnxruntime'):
+    if quantize.missing(args.format):
         raise UsageError('--quantize int8 needs the package %s (pip install -r requirements/export.txt)'
-                         % engines.missing('onnxruntime'))
+                         % quantize.missing(args.format))
     if not args.calibration:
         raise UsageError('--quantize int8 needs --calibration DIR, a folder of training images')
     try:

@@ -1,7 +1,8 @@
 """The loss of export.py's int8 model (natsr/deploy/quantize.py) against the float32 export of the same
-checkpoint, for each quantization scheme, in ONNX Runtime.
+checkpoint, for each quantization scheme, in ONNX Runtime (quantize_static) or OpenVINO (NNCF).
 
     python bench/int8.py --checkpoint Model/FRSR --calibration ../shared/data/General100/HR --sets DIV2K
+    python bench/int8.py --runtime openvino --calibration ../shared/data/General100/HR --schemes blocks:mixed,all
     python bench/int8.py --checkpoint Model/FRSR --calibration ../shared/data/General100/HR --groups
     python bench/int8.py --checkpoint Model/FRSR --calibration ../shared/data/General100/HR --sets Set5,BSD100
 
@@ -10,7 +11,8 @@ A set is a folder of HR images under --data (SET/HR); its LR images are made wit
 For every scheme and set: the mean change of PSNR-Y (the paper's protocol) against HR, int8 minus
 fp32, and the worst image's; the share of output pixels (uint8, every channel) more than one level
 off the fp32 export's output, mean and worst image; and the seconds per image of both. --groups
-quantizes one node group at a time (GROUPS) beside the schemes: which layers make int8 lossy.
+quantizes one node group at a time (GROUPS, ONNX Runtime only) beside the schemes: which layers make
+int8 lossy.
 """
 import argparse
 import os
@@ -72,15 +74,20 @@ def main(argv=None):
     p.add_argument('--data', default=os.path.join(ROOT, '..', 'shared', 'data'), help='folder of the sets')
     p.add_argument('--sets', default='DIV2K', help='comma-separated sets under --data (default: DIV2K, the validation set)')
     p.add_argument('--limit', type=int, default=0, help='at most N images per set (0: all)')
+    p.add_argument('--runtime', default='onnxruntime', choices=('onnxruntime', 'openvino'),
+                   help='onnxruntime (quantize_static; default) or openvino (NNCF): export.py --format onnx / openvino')
     p.add_argument('--schemes', default='blocks,all',
-                   help='quantize.SCHEMES to measure, each optionally :METHOD (quantize.METHODS; default percentile), '
-                        'e.g. blocks,blocks:minmax (default: blocks,all)')
-    p.add_argument('--groups', action='store_true', help='also quantize each of GROUPS alone')
+                   help='quantize.SCHEMES to measure, each optionally :METHOD (onnxruntime: quantize.METHODS, default '
+                        'percentile; openvino: quantize.PRESETS, default mixed), e.g. blocks,blocks:minmax '
+                        '(default: blocks,all)')
+    p.add_argument('--groups', action='store_true', help='also quantize each of GROUPS alone (onnxruntime only)')
     args = p.parse_args(argv)
+    if args.groups and args.runtime != 'onnxruntime':
+        p.error('--groups names ONNX nodes: it runs with --runtime onnxruntime only')
     from natsr.process import tflog
     tflog.init(graph=False)
     import utils
-    from natsr.deploy import engines, serving
+    from natsr.deploy import convert, engines, serving
     from natsr.inference import sr
     patches = quantize.calibration_patches(args.calibration, args.calibration_patches, args.scale)
     gen = sr.Generator(args.scale, args.checkpoint)
@@ -91,13 +98,17 @@ def main(argv=None):
         schemes.update({name: (rule,) for name, rule in GROUPS.items()})
     with tempfile.TemporaryDirectory(prefix='natsr-int8-') as tmp:
         fp32 = serving.export_weights(weights, args.scale, os.path.join(tmp, 'fp32.onnx'), fmt='onnx', io='float32')
-        runs = {'fp32': engines.load('onnxruntime', fp32)}
+        suffix = convert.SUFFIX[engines.FORMAT[args.runtime]]
+        if args.runtime == 'openvino':
+            convert.to_openvino(fp32, os.path.join(tmp, 'fp32.xml'))
+        runs = {'fp32': engines.load(args.runtime, fp32[:-len('.onnx')] + suffix)}
         for name, scheme in schemes.items():
-            path = os.path.join(tmp, 'q%d.onnx' % len(runs))
+            path = os.path.join(tmp, 'q%d%s' % (len(runs), suffix))
             t = time.time()
-            quantize.quantize(fp32, path, patches, *scheme)
+            quantizer = quantize.quantize if args.runtime == 'onnxruntime' else quantize.quantize_openvino
+            quantizer(fp32, path, patches, *scheme)
             print('quantized %s in %.0f s' % (name, time.time() - t), file=sys.stderr)
-            runs[name] = engines.load('onnxruntime', path)
+            runs[name] = engines.load(args.runtime, path)
         print('| set | scheme | dB change, mean | worst image | pixels > 1 level off, mean | worst image | s / image |')
         print('|---|---|---|---|---|---|---|')
         for name in args.sets.split(','):

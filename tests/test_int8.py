@@ -1,7 +1,8 @@
 """export.py --quantize int8 and test.py --precision int8 (natsr/deploy/quantize.py): the int8 model of
-the shipped FRSR x4 keeps a photo it was not calibrated on within BOUND of the float32 export, while
-the naive scheme (every node quantized) does not; bad requests are refused with one line before any
-work. Calibration: 16 patches of three of scikit-image's sample photos; the photo: a cat."""
+the shipped FRSR x4, by ONNX Runtime's quantize_static and by NNCF for OpenVINO, keeps a photo it was
+not calibrated on within BOUND of the float32 export, while the naive scheme (every node quantized)
+does not; bad requests are refused with one line before any work. Calibration: 16 patches of three
+of scikit-image's sample photos; the photo: a cat."""
 import os
 
 import numpy as np
@@ -54,9 +55,25 @@ def models(calibration, tmp_path_factory):
     return paths
 
 
-def sr_of(path, lr):
-    """uint8 SR of the uint8 `lr` by the float32-io ONNX file `path`, whole."""
-    run = engines.load('onnxruntime', path)
+@pytest.fixture(scope='module')
+def ir_models(models, calibration, tmp_path_factory):
+    """{scheme: path} of the float32 IR (fp32) and its int8 models by NNCF."""
+    from natsr.deploy import convert
+    if engines.missing('openvino') or quantize.missing('openvino'):
+        pytest.skip('openvino or nncf not installed (pip install -r requirements/export.txt)')
+    folder = tmp_path_factory.mktemp('int8_ir')
+    paths = {'fp32': str(folder / 'fp32.xml')}
+    convert.to_openvino(models['fp32'], paths['fp32'])
+    patches = quantize.calibration_patches(calibration, PATCHES, 4)
+    for scheme in ('blocks', 'all'):
+        paths[scheme] = str(folder / (scheme + '.xml'))
+        quantize.quantize_openvino(models['fp32'], paths[scheme], patches, scheme)
+    return paths
+
+
+def sr_of(path, lr, runtime='onnxruntime'):
+    """uint8 SR of the uint8 `lr` by the float32-io file `path` (ONNX, or an OpenVINO IR), whole."""
+    run = engines.load(runtime, path)
     return utils.to_uint(np.clip(run((lr / 255.0).astype(np.float32)[None])[0], 0, 1))
 
 
@@ -73,6 +90,42 @@ def test_int8_keeps_the_picture_where_naive_quantization_does_not(models):
     assert abs(db) <= BOUND[0] and off <= BOUND[1], (db, off)
     db, off = loss(sr_of(models['all'], lr), fp32, hr)
     assert abs(db) > BOUND[0] or off > BOUND[1], (db, off)
+
+
+def test_nncf_int8_keeps_the_picture_where_naive_quantization_does_not(ir_models):
+    hr, lr = cat()
+    fp32 = sr_of(ir_models['fp32'], lr, 'openvino')
+    db, off = loss(sr_of(ir_models['blocks'], lr, 'openvino'), fp32, hr)
+    assert abs(db) <= BOUND[0] and off <= BOUND[1], (db, off)
+    db, off = loss(sr_of(ir_models['all'], lr, 'openvino'), fp32, hr)
+    assert abs(db) > BOUND[0] or off > BOUND[1], (db, off)
+
+
+def test_nncf_quantizes_only_the_schemes_convolutions(ir_models):
+    """A convolution NNCF quantized reads int8 weights through a Multiply (their scale), others a float constant."""
+    import openvino as ov
+    for scheme in ('blocks', 'all'):
+        convs = [op for op in ov.Core().read_model(ir_models[scheme]).get_ordered_ops()
+                 if op.get_type_name() == 'Convolution']
+        quantized = [op.get_friendly_name() for op in convs if op.input_value(1).get_node().get_type_name() == 'Multiply']
+        if scheme == 'blocks':
+            assert sorted(quantized) == sorted(op.get_friendly_name() for op in convs
+                                               if quantize.SCHEMES['blocks'].search(op.get_friendly_name()))
+            assert len(quantized) == 8 * 5
+        else:
+            assert len(quantized) == len(convs)
+
+
+def test_export_openvino_int8_is_the_nncf_model(ir_models, calibration, tmp_path, capsys):
+    """export.py --format openvino --quantize int8 writes NNCF's 'blocks' model of the same calibration;
+    NNCF's progress bars go to stderr, not into export.py's report."""
+    out = str(tmp_path / 'q.xml')
+    assert export.main(MODEL + ['--format', 'openvino', '--io', 'float32', '--quantize', 'int8', '--calibration',
+                                calibration, '--calibration-patches', str(PATCHES), '--out', out]) == 0
+    report = capsys.readouterr().out
+    assert report.startswith('exported') and 'Statistics collection' not in report, report
+    lr = cat()[1]
+    assert np.array_equal(sr_of(out, lr, 'openvino'), sr_of(ir_models['blocks'], lr, 'openvino'))
 
 
 def test_only_the_schemes_nodes_are_quantized(models):

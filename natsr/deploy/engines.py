@@ -18,6 +18,7 @@ from natsr.inference import tiling
 RUNTIMES = ('onnxruntime', 'openvino', 'tflite')
 TEST_ENGINES = ('onnxruntime', 'openvino')   # test.py --engine (docs/test.md)
 ENGINE_PRECISIONS = ('fp32', 'int8')          # what they run: the float32 export, or its int8 model (quantize.py)
+QUANTIZED_BY = {'onnxruntime': 'quantize_static', 'openvino': 'NNCF'}   # the int8 model's maker (convert.QUANTIZER)
 FORMAT = {'onnxruntime': 'onnx', 'openvino': 'openvino', 'tflite': 'tflite'}
 PACKAGE = {'onnxruntime': 'onnxruntime', 'openvino': 'openvino', 'tflite': 'tensorflow'}
 
@@ -117,6 +118,11 @@ def problem(name, precision):
         return '--engine %s runs %s only (not --precision %s)' % (name, ' or '.join(ENGINE_PRECISIONS), precision)
     if missing(name):
         return '--engine %s needs the package %s (pip install -r requirements/export.txt)' % (name, missing(name))
+    if precision == 'int8':
+        from natsr.deploy import quantize
+        lacks = quantize.missing(FORMAT[name])
+        if lacks:
+            return '--precision int8 needs the package %s (pip install -r requirements/export.txt)' % lacks
     return None
 
 
@@ -130,7 +136,7 @@ class Engine(object):
         self.scale = scale
         self.margin = margin
         self.last_tile = None
-        self.what = self.run.what + (', int8 model (quantize.py)' if int8 else '')
+        self.what = self.run.what + (', int8 model (%s)' % QUANTIZED_BY[runtime] if int8 else '')
         self.device = 'CPU'
 
     @classmethod

@@ -1,8 +1,11 @@
-"""Eight-bit post-training quantization of export.py's ONNX file (export.py --quantize int8, test.py
---precision int8) with ONNX Runtime's own quantizer: `quantize_static` in the QDQ format, int8
-weights per output channel, uint8 activations per tensor, their ranges from the percentile of
-calibration LR patches (`calibration_patches`: cut from a folder of training images, shrunk with
-MATLAB's bicubic and rounded to 8 bits, as test.py's LR inputs are).
+"""Eight-bit post-training quantization of export.py's float32 ONNX file (export.py --quantize int8,
+test.py --precision int8) with each runtime's own quantizer, calibrated on LR patches
+(`calibration_patches`: cut from a folder of training images, shrunk with MATLAB's bicubic and
+rounded to 8 bits, as test.py's LR inputs are):
+- ONNX (`quantize`): ONNX Runtime's `quantize_static` in the QDQ format, int8 weights per output
+  channel, uint8 activations per tensor, their ranges from the percentile of the patches;
+- OpenVINO (`quantize_openvino`): NNCF's post-training quantization of the float32 IR, preset
+  'mixed' (symmetric int8 weights per output channel, asymmetric activations), fast bias correction.
 
 Which nodes are quantized is a `SCHEMES` entry, a rule on the graph's node names (the generator's
 variable scopes, which tf2onnx keeps):
@@ -12,9 +15,11 @@ variable scopes, which tf2onnx keeps):
   conv_out stay float32; each quantized node reads its own quantized copy of a float tensor
   (ONNX Runtime's DedicatedQDQPair), so the stream itself is never rounded to 8 bits.
 - 'all': every node ONNX Runtime can quantize (the naive recipe; docs/export.md has its loss).
-docs/export.md#int8 gives the loss of each node group and the reasons for this choice.
+docs/export.md#int8 gives the loss of each node group and quantizer setting, and the reasons for
+these choices.
 """
 import contextlib
+import importlib.util
 import io
 import logging
 import re
@@ -71,11 +76,11 @@ def calibration_patches(folder, count, scale, size=PATCH, seed=0):
     return patches
 
 
-def float_nodes(model_proto, scheme):
-    """The names of the nodes of `model_proto` that `scheme` (a SCHEMES name, or a regular expression
-    on node names: the nodes to quantize, as bench/int8.py's groups) keeps in float32."""
+def float_nodes(names, scheme):
+    """The node `names` (of an ONNX graph or an OpenVINO IR) that `scheme` (a SCHEMES name, or a regular
+    expression on node names: the nodes to quantize, as bench/int8.py's groups) keeps in float32."""
     rule = SCHEMES[scheme] if scheme in SCHEMES else re.compile(scheme)
-    return [node.name for node in model_proto.graph.node if not rule.search(node.name)]
+    return [name for name in names if not rule.search(name)]
 
 
 METHODS = {'percentile': 'Percentile', 'minmax': 'MinMax', 'entropy': 'Entropy'}   # onnxruntime's names
@@ -121,8 +126,40 @@ def quantize(src, dst, patches, scheme='blocks', method='percentile'):
             q.quantize_static(src, dst, _Reader(feed.name, dtype, patches, bar), quant_format=q.QuantFormat.QDQ,
                               per_channel=True, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
                               calibrate_method=getattr(q.CalibrationMethod, METHODS[method]),
-                              nodes_to_exclude=float_nodes(model_proto, scheme),
+                              nodes_to_exclude=float_nodes([n.name for n in model_proto.graph.node], scheme),
                               extra_options={'DedicatedQDQPair': True, 'CalibStridedMinMax': chunk})
             bar.update(len(patches) - bar.n)
     finally:
         logging.getLogger().setLevel(quiet)
+
+
+def missing(fmt):
+    """The package that quantizes `fmt` (convert.QUANTIZER) or converts to it, when not installed, or None."""
+    from natsr.deploy import convert
+    for name in (convert.QUANTIZER[fmt],) + convert.PACKAGES[fmt]:
+        if importlib.util.find_spec(name) is None:
+            return name
+    return None
+
+
+PRESETS = ('mixed', 'performance')   # NNCF's: asymmetric or symmetric activations
+
+
+def quantize_openvino(src, dst, patches, scheme='blocks', preset='mixed'):
+    """Write the int8 OpenVINO IR (`dst`, .xml with its .bin beside it) of the float32 ONNX file `src`,
+    quantized by NNCF (nncf.quantize: each activation's range the mean over `patches` of its min and
+    max, one pass each; fast bias correction), the nodes outside `scheme` (float_nodes) kept in
+    float32 (an ignored scope). `preset`: PRESETS."""
+    import nncf
+    import openvino as ov
+    nncf.set_log_level(logging.ERROR)   # its INFO lines name every node left in float
+    model = ov.convert_model(src)
+    keep = float_nodes([op.get_friendly_name() for op in model.get_ordered_ops()
+                        if op.get_type_name() not in ('Constant', 'Parameter', 'Result')], scheme)
+    uint8 = model.inputs[0].get_element_type() == ov.Type.u8
+    feeds = [(np.round(p * 255).astype(np.uint8) if uint8 else p)[None] for p in patches]
+    with contextlib.redirect_stdout(sys.stderr):   # its progress bars: stdout is export.py's and test.py's
+        quantized = nncf.quantize(model, nncf.Dataset(feeds), subset_size=len(feeds),
+                                  preset=getattr(nncf.QuantizationPreset, preset.upper()),
+                                  ignored_scope=nncf.IgnoredScope(names=keep, validate=False))
+    ov.save_model(quantized, dst, compress_to_fp16=False)
