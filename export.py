@@ -97,11 +97,11 @@ def calibration(args, scale):
         if args.calibration:
             raise UsageError('--calibration is read by --quantize int8 only')
         return None
-    if args.format not in convert.QUANTIZER:
+    if args.format not in quantize.QUANTIZER:
         raise UsageError('--quantize int8 needs --format onnx or openvino (not %s)' % args.format)
-    if quantize.missing(args.format):
-        raise UsageError('--quantize int8 needs the package %s (pip install -r requirements/export.txt)'
-                         % quantize.missing(args.format))
+    lacks = convert.missing(args.format) or quantize.missing(args.format)
+    if lacks:
+        raise UsageError('--quantize int8 needs the package %s (pip install -r requirements/export.txt)' % lacks)
     if not args.calibration:
         raise UsageError('--quantize int8 needs --calibration DIR, a folder of training images')
     try:

@@ -227,9 +227,9 @@ def runtimes(args):
 
 def int8_names(args, names):
     """The int8 engines of --int8: '<runtime>-int8' for each of `names` whose format has an int8 model."""
-    from natsr.deploy import convert
+    from natsr.deploy import quantize
     from natsr.deploy import engines
-    return [r + '-int8' for r in names if args.int8 and engines.FORMAT[r] in convert.QUANTIZER]
+    return [r + '-int8' for r in names if args.int8 and engines.FORMAT[r] in quantize.QUANTIZER]
 
 
 def export_models(args, gen, names, folder):

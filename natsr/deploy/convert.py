@@ -12,7 +12,6 @@ FORMATS = ('savedmodel', 'onnx', 'tflite', 'openvino')
 SUFFIX = {'savedmodel': '', 'onnx': '.onnx', 'tflite': '.tflite', 'openvino': '.xml'}
 PACKAGES = {'onnx': ('tf2onnx', 'onnx'), 'openvino': ('tf2onnx', 'onnx', 'openvino')}
 OPSET = 17
-QUANTIZER = {'onnx': 'onnxruntime', 'openvino': 'nncf'}   # export.py --quantize int8: the package that quantizes
 IO_NAMES = {'uint8': ('image', 'sr_image'), 'float32': ('input', 'output')}   # graph names of the ends
 SIGNATURE = 'serving_default'
 
@@ -81,7 +80,7 @@ def write(fmt, sess, inp, out, io, work, calibration=None):
     """Write `inp` -> `out` (in `sess`) as `fmt` inside the empty folder `work`; returns the paths
     written there, the main one first (a folder for savedmodel; .xml then .bin for openvino).
     `calibration` (LR patches; onnx and openvino only): the int8 model of quantize.py instead, by
-    QUANTIZER[fmt] (ONNX Runtime's quantize_static for onnx, NNCF on the float32 IR for openvino)."""
+    quantize.QUANTIZER[fmt] (ONNX Runtime's quantize_static for onnx, NNCF on the float32 IR for openvino)."""
     import tensorflow.compat.v1 as tf
     main = os.path.join(work, 'model' + SUFFIX[fmt])
     if fmt == 'savedmodel':

@@ -133,13 +133,13 @@ def quantize(src, dst, patches, scheme='blocks', method='percentile'):
         logging.getLogger().setLevel(quiet)
 
 
+QUANTIZER = {'onnx': 'onnxruntime', 'openvino': 'nncf'}   # export.py --quantize int8: the package that quantizes
+
+
 def missing(fmt):
-    """The package that quantizes `fmt` (convert.QUANTIZER) or converts to it, when not installed, or None."""
-    from natsr.deploy import convert
-    for name in (convert.QUANTIZER[fmt],) + convert.PACKAGES[fmt]:
-        if importlib.util.find_spec(name) is None:
-            return name
-    return None
+    """The package that quantizes `fmt` (QUANTIZER) when not installed, or None (convert.missing names
+    the converters' packages)."""
+    return None if importlib.util.find_spec(QUANTIZER[fmt]) else QUANTIZER[fmt]
 
 
 PRESETS = ('mixed', 'performance')   # NNCF's: asymmetric or symmetric activations
