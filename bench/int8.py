@@ -102,10 +102,10 @@ def main(argv=None):
         if args.runtime == 'openvino':
             convert.to_openvino(fp32, os.path.join(tmp, 'fp32.xml'))
         runs = {'fp32': engines.load(args.runtime, fp32[:-len('.onnx')] + suffix)}
+        quantizer = quantize.quantize if args.runtime == 'onnxruntime' else quantize.quantize_openvino
         for name, scheme in schemes.items():
             path = os.path.join(tmp, 'q%d%s' % (len(runs), suffix))
             t = time.time()
-            quantizer = quantize.quantize if args.runtime == 'onnxruntime' else quantize.quantize_openvino
             quantizer(fp32, path, patches, *scheme)
             print('quantized %s in %.0f s' % (name, time.time() - t), file=sys.stderr)
             runs[name] = engines.load(args.runtime, path)

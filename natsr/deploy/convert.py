@@ -102,8 +102,6 @@ def write(fmt, sess, inp, out, io, work, calibration=None):
             quantize.quantize(float_path, onnx_path, calibration)
         else:
             quantize.quantize_openvino(float_path, main, calibration)
-            return [main, main[:-len('.xml')] + '.bin']
-    if fmt == 'onnx':
-        return [main]
-    to_openvino(onnx_path, main)
-    return [main, main[:-len('.xml')] + '.bin']
+    elif fmt == 'openvino':
+        to_openvino(onnx_path, main)
+    return [main] if fmt == 'onnx' else [main, main[:-len('.xml')] + '.bin']

@@ -18,7 +18,7 @@ from natsr.inference import tiling
 RUNTIMES = ('onnxruntime', 'openvino', 'tflite')
 TEST_ENGINES = ('onnxruntime', 'openvino')   # test.py --engine (docs/test.md)
 ENGINE_PRECISIONS = ('fp32', 'int8')          # what they run: the float32 export, or its int8 model (quantize.py)
-QUANTIZED_BY = {'onnxruntime': 'quantize_static', 'openvino': 'NNCF'}   # the int8 model's maker (convert.QUANTIZER)
+QUANTIZED_BY = {'onnxruntime': 'quantize_static', 'openvino': 'NNCF'}   # the int8 model's maker (quantize.QUANTIZER)
 FORMAT = {'onnxruntime': 'onnx', 'openvino': 'openvino', 'tflite': 'tflite'}
 PACKAGE = {'onnxruntime': 'onnxruntime', 'openvino': 'openvino', 'tflite': 'tensorflow'}
 
